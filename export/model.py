@@ -1,0 +1,257 @@
+"""A seq2seq Transformer built from a `ModelSpec`: enough knobs to express Marian, BART/mBART,
+Pegasus and T5 exactly, and heed's own models.
+
+The model has the two entry points the runtime needs, which the ONNX graphs wrap:
+- `encode(input_ids, attention_mask)` -> per decoder layer, cross-attention K and V;
+- `decode(input_ids, positions, past, cross, source_mask)` -> logits and the new tokens' K/V.
+`forward` runs a whole teacher-forced sequence without a cache: the reference that cached
+decoding is checked against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from export.attention import (
+    KeyBlock,
+    MultiHeadAttention,
+    RelativePositionBias,
+    combine,
+    padding_mask,
+    pattern_mask,
+)
+from service.manifest import ModelSpec, StackSpec
+
+
+class RMSNorm(nn.Module):
+    """T5's LayerNorm: scale only, no mean subtraction, no bias."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.eps))
+
+
+def make_norm(spec: ModelSpec) -> nn.Module:
+    if spec.norm == "rmsnorm":
+        return RMSNorm(spec.d_model, spec.norm_eps)
+    return nn.LayerNorm(spec.d_model, eps=spec.norm_eps)
+
+
+ACTIVATIONS = {
+    "relu": nn.functional.relu,
+    "gelu": nn.functional.gelu,
+    "gelu_tanh": lambda x: nn.functional.gelu(x, approximate="tanh"),
+    "silu": nn.functional.silu,
+}
+
+
+class FeedForward(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.act = ACTIVATIONS[spec.activation]
+        self.gated = spec.gated_ffn
+        self.fc_in = nn.Linear(spec.d_model, spec.d_ff, bias=spec.ffn_bias)
+        self.fc_gate = nn.Linear(spec.d_model, spec.d_ff, bias=spec.ffn_bias) if spec.gated_ffn else None
+        self.fc_out = nn.Linear(spec.d_ff, spec.d_model, bias=spec.ffn_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act(self.fc_in(x))
+        if self.fc_gate is not None:
+            h = h * self.fc_gate(x)
+        return self.fc_out(h)
+
+
+def attention_module(spec: ModelSpec) -> MultiHeadAttention:
+    scale = spec.attention_scale if spec.attention_scale is not None else spec.head_dim**-0.5
+    return MultiHeadAttention(spec.d_model, spec.n_heads, spec.kv_heads, spec.head_dim, spec.qkv_bias, scale)
+
+
+class Residual(nn.Module):
+    """A sublayer with its norm, pre- or post-norm. `forward` takes the sublayer as a function
+    of the (normed) input, since attention needs extra arguments (keys, masks, cache)."""
+
+    def __init__(self, spec: ModelSpec, inner: nn.Module):
+        super().__init__()
+        self.inner, self.norm, self.pre_norm = inner, make_norm(spec), spec.pre_norm
+
+    def forward(self, x: Tensor, fn=None) -> Tensor:
+        fn = fn or self.inner
+        if self.pre_norm:
+            return x + fn(self.norm(x))
+        return self.norm(x + fn(x))
+
+
+def self_attention(attn: MultiHeadAttention, h: Tensor, mask: Tensor | None, bias: Tensor | None) -> Tensor:
+    k, v = attn.project_kv(h)
+    return attn(h, [KeyBlock(k, v, mask, bias)])
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.self_attn = Residual(spec, attention_module(spec))
+        self.ffn = Residual(spec, FeedForward(spec))
+
+    def forward(self, x: Tensor, mask: Tensor | None, bias: Tensor | None) -> Tensor:
+        x = self.self_attn(x, lambda h: self_attention(self.self_attn.inner, h, mask, bias))
+        return self.ffn(x)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.self_attn = Residual(spec, attention_module(spec))
+        self.cross_attn = Residual(spec, attention_module(spec))
+        self.ffn = Residual(spec, FeedForward(spec))
+
+    def forward(
+        self,
+        x: Tensor,
+        past: KeyBlock | None,
+        new_mask: Tensor | None,
+        new_bias: Tensor | None,
+        cross: KeyBlock,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        attn: MultiHeadAttention = self.self_attn.inner
+        new_kv: list[Tensor] = []
+
+        def self_sublayer(h: Tensor) -> Tensor:
+            k, v = attn.project_kv(h)
+            new_kv.extend((k, v))
+            blocks = [KeyBlock(k, v, new_mask, new_bias)]
+            return attn(h, blocks if past is None else [past, *blocks])
+
+        x = self.self_attn(x, self_sublayer)
+        x = self.cross_attn(x, lambda h: self.cross_attn.inner(h, [cross]))
+        return self.ffn(x), new_kv[0], new_kv[1]
+
+
+class Stack(nn.Module):
+    """Shared parts of encoder and decoder: positions, embedding norm, final norm, bias."""
+
+    def __init__(self, spec: ModelSpec, stack: StackSpec, bidirectional: bool):
+        super().__init__()
+        self.spec, self.stack = spec, stack
+        rel = stack.attention.relative_bias
+        self.relative_bias = (
+            RelativePositionBias(spec.n_heads, rel.num_buckets, rel.max_distance, bidirectional) if rel else None
+        )
+        if spec.positions in ("learned", "sinusoidal"):
+            table = nn.Embedding(spec.max_positions + spec.position_offset, spec.d_model)
+            if spec.positions == "sinusoidal":
+                table.weight.data.copy_(sinusoidal_table(spec.max_positions + spec.position_offset, spec.d_model))
+                table.weight.requires_grad_(False)
+            self.positions = table
+        else:
+            self.positions = None
+        self.embedding_norm = make_norm(spec) if spec.embedding_norm else None
+        self.final_norm = make_norm(spec) if spec.final_norm else None
+        self.embed_scale = math.sqrt(spec.d_model) if spec.scale_embedding else 1.0
+
+    def embed(self, tokens: nn.Embedding, input_ids: Tensor, positions: Tensor) -> Tensor:
+        x = tokens(input_ids) * self.embed_scale
+        if self.positions is not None:
+            x = x + self.positions(positions + self.spec.position_offset)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
+        return x
+
+    def finish(self, x: Tensor) -> Tensor:
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
+    """Marian/Pegasus layout: sines of all frequencies in the first half, cosines in the second."""
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    j = torch.arange(dim, dtype=torch.float64)[None, :]
+    angles = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / dim)
+    half = dim // 2 + dim % 2
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, :half] = torch.sin(angles[:, 0::2])
+    table[:, half:] = torch.cos(angles[:, 1::2])
+    return table.float()
+
+
+class Seq2SeqModel(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.shared = nn.Embedding(spec.vocab_size, spec.d_model)
+        self.decoder_embed = self.shared if spec.shared_embeddings else nn.Embedding(spec.vocab_size, spec.d_model)
+        self.encoder = Stack(spec, spec.encoder, bidirectional=True)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(spec) for _ in range(spec.encoder.layers))
+        self.decoder = Stack(spec, spec.decoder, bidirectional=False)
+        self.decoder_layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.decoder.layers))
+        self.lm_head = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
+        if spec.tie_lm_head:
+            self.lm_head.weight = self.shared.weight
+        self.register_buffer("final_logits_bias", torch.zeros(1, spec.vocab_size), persistent=True)
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Source tokens -> cross-attention (K, V) per decoder layer, each `[B, Hkv, S, D]`."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.encoder.embed(self.shared, input_ids, positions.unsqueeze(0))
+        pos = positions.unsqueeze(0).expand(input_ids.shape[0], -1)
+        mask = combine(padding_mask(attention_mask), pattern_mask(self.spec.encoder.attention, pos, positions, False))
+        bias = self.encoder.relative_bias(pos[:1], positions) if self.encoder.relative_bias is not None else None
+        for layer in self.encoder_layers:
+            x = layer(x, mask, bias)
+        hidden = self.encoder.finish(x)
+        return [layer.cross_attn.inner.project_kv(hidden) for layer in self.decoder_layers]
+
+    def decode(
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        past: list[tuple[Tensor, Tensor]] | None,
+        cross: list[tuple[Tensor, Tensor]],
+        source_mask: Tensor,
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """New tokens `[B, T]` at absolute `positions` `[B, T]` -> logits `[B, T, V]` and their K/V.
+
+        `past` holds each layer's cached K/V `[B, Hkv, P, D]`; slot j of row b is valid when
+        j < positions[b, 0] (the cache index is the token's position). Invalid slots may hold
+        anything: the runtime preallocates the cache and never clears it.
+        """
+        spec = self.spec.decoder.attention
+        x = self.decoder.embed(self.decoder_embed, input_ids, positions)
+        new_mask = pattern_mask(spec, positions, positions, causal=True)
+        new_bias = self._decoder_bias(positions, positions)
+        past_mask = past_bias = None
+        if past is not None:
+            slots = torch.arange(past[0][0].shape[2], device=input_ids.device)
+            valid = (slots.unsqueeze(0) < positions[:, :1])[:, None, None, :]
+            past_mask = combine(valid, pattern_mask(spec, positions, slots, causal=True))
+            past_bias = self._decoder_bias(positions, slots)
+        cross_mask = padding_mask(source_mask)
+        new_kv = []
+        for i, layer in enumerate(self.decoder_layers):
+            past_block = None if past is None else KeyBlock(past[i][0], past[i][1], past_mask, past_bias)
+            x, k, v = layer(x, past_block, new_mask, new_bias, KeyBlock(cross[i][0], cross[i][1], cross_mask))
+            new_kv.append((k, v))
+        return self.logits(self.decoder.finish(x)), new_kv
+
+    def _decoder_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        return self.decoder.relative_bias(q_pos, k_pos) if self.decoder.relative_bias is not None else None
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self.lm_head(hidden * self.spec.lm_head_scale) + self.final_logits_bias
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
+        """Teacher-forced logits without a cache (the reference for cached decoding)."""
+        cross = self.encode(input_ids, attention_mask)
+        b, t = decoder_input_ids.shape
+        positions = torch.arange(t, device=input_ids.device).unsqueeze(0).expand(b, t)
+        logits, _ = self.decode(decoder_input_ids, positions, None, cross, attention_mask)
+        return logits
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

@@ -1,0 +1,127 @@
+"""The `heed` command.
+
+`heed generate` runs the same engine the server runs. `heed export` belongs to the export extra
+(torch): it is imported only when called, so the serving install never loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import typing
+from pathlib import Path
+
+from service.errors import HeedError
+from service.options import GenerationOptions
+
+
+def _option_type(annotation) -> type:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `GenerationOptions` field, so the CLI and the HTTP API take the same options."""
+    group = parser.add_argument_group("decoding options (defaults from the model's manifest)")
+    for name, field in GenerationOptions.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = _option_type(field.annotation)
+        if kind is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        elif typing.get_origin(kind) is list:
+            group.add_argument(flag, dest=name, action="append", default=None)
+        else:
+            group.add_argument(flag, dest=name, type=kind, default=None)
+
+
+def decoding_options(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in GenerationOptions.model_fields if getattr(args, name) is not None}
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from service.engine import Engine
+    from service.settings import Settings
+
+    settings = Settings(kv_rows=args.kv_rows, intra_op_threads=args.threads, provider=args.provider)
+    engine = Engine(Path(args.model), settings)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    results = engine.generate(texts, decoding_options(args), target_lang=args.target_lang, truncate=args.truncate)
+    for result in results:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "text": result.text,
+                        "token_ids": result.token_ids,
+                        "input_tokens": result.input_tokens,
+                        "output_tokens": result.output_tokens,
+                        "finish_reason": result.finish_reason,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            print(result.text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser(
+        "generate", aliases=["translate", "summarize"], help="decode texts offline with a model directory"
+    )
+    gen.add_argument("--model", required=True, help="model directory (holds manifest.json)")
+    gen.add_argument("--text", action="append", help="input text (repeatable); default: one per line on stdin")
+    gen.add_argument("--target-lang", help="target language for translation models")
+    gen.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's limit")
+    gen.add_argument("--json", action="store_true", help="print one JSON object per input, with token ids")
+    gen.add_argument("--kv-rows", type=int, default=64, help="rows decoded together")
+    gen.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    gen.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
+    add_decoding_flags(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    for name, module, help_text in EXTRA_COMMANDS:
+        extra = sub.add_parser(name, help=help_text, add_help=False)
+        extra.add_argument("rest", nargs=argparse.REMAINDER)
+        extra.set_defaults(func=_delegate(module))
+    return parser
+
+
+# Subcommands that need optional dependencies, loaded only when called.
+EXTRA_COMMANDS = [
+    ("export", "export.cli", "export a model directory (needs the export extra: torch)"),
+]
+
+
+def _delegate(module: str):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            target = importlib.import_module(module)
+        except ImportError as e:
+            print(
+                f"heed {args.command}: needs an optional dependency ({e.name}); "
+                "install heed with the extra it names, e.g. pip install 'heed[export]'",
+                file=sys.stderr,
+            )
+            return 2
+        return target.main(args.rest)
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HeedError as e:
+        print(f"heed: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

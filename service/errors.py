@@ -1,0 +1,53 @@
+"""heed's error types. Every bad request raises a `RequestError`; the HTTP layer turns its
+`status` and `type` into the one JSON error shape `{"error": {"type", "message"}}`."""
+
+from __future__ import annotations
+
+
+class HeedError(Exception):
+    """Base of every error heed raises on purpose."""
+
+
+class ModelLoadError(HeedError):
+    """A model directory cannot be served (bad manifest, missing or corrupt files)."""
+
+
+class RequestError(HeedError):
+    """A request heed refuses; the message tells the caller what to change."""
+
+    status: int = 400
+    type: str = "invalid_request"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidOptions(RequestError):
+    status = 422
+    type = "invalid_options"
+
+
+class InvalidInput(RequestError):
+    status = 422
+    type = "invalid_input"
+
+
+class InputTooLong(RequestError):
+    status = 413
+    type = "input_too_long"
+
+
+class UnknownModel(RequestError):
+    status = 404
+    type = "unknown_model"
+
+
+class Overloaded(RequestError):
+    status = 503
+    type = "overloaded"
+
+
+class DeadlineExceeded(RequestError):
+    status = 504
+    type = "deadline_exceeded"

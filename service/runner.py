@@ -1,0 +1,63 @@
+"""The model runner: ONNX Runtime sessions for one model directory, and nothing else.
+
+It knows graph input/output names and execution providers; batching, caching and decoding are
+the engine's. CUDA is used when configured (or `auto`) and onnxruntime-gpu provides it; otherwise
+heed falls back to the CPU and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.manifest import Manifest
+
+log = logging.getLogger("heed.runner")
+
+
+def select_providers(requested: str, available: list[str]) -> list[str]:
+    """ORT providers for a setting of `auto`, `cpu` or `cuda`, given what this ORT build has."""
+    if requested in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if requested == "cuda":
+        log.warning("provider 'cuda' requested but onnxruntime has no CUDAExecutionProvider; using CPU")
+    return ["CPUExecutionProvider"]
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+class ModelRunner:
+    def __init__(self, directory: Path, manifest: Manifest, provider: str = "auto", threads: int = 0):
+        self.providers = select_providers(provider, ort.get_available_providers())
+        options = session_options(threads)
+        self.encoder = ort.InferenceSession(str(directory / manifest.files.encoder), options, providers=self.providers)
+        self.decoder = ort.InferenceSession(str(directory / manifest.files.decoder), options, providers=self.providers)
+        layers = manifest.spec.decoder.layers
+        names = [i.name for i in self.decoder.get_inputs()]
+        self.cache_inputs = names[3:]  # past_* for every layer, then cross_*
+        if len(self.cache_inputs) != 4 * layers:
+            raise ValueError(f"decoder graph has {len(self.cache_inputs)} cache inputs, expected {4 * layers}")
+
+    def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+        """-> cross K, V per decoder layer, `[B, Hkv, S, D]` each."""
+        return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+
+    def decode(
+        self, input_ids: np.ndarray, positions: np.ndarray, source_mask: np.ndarray, cache: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """-> logits `[B, T, V]` and the new tokens' K, V per layer `[B, Hkv, T, D]`."""
+        logits, *new = self.decoder.run(
+            None, {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache}
+        )
+        return logits, new

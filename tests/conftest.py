@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import pytest
+
+from export.demo import build_model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A translation model directory (heed architecture, 2+2 layers) shared by a test session."""
+    _, directory = build_model_dir(tmp_path_factory.mktemp("models"), "tiny")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_dir):
+    """A model repository holding the tiny model."""
+    return tiny_dir.parent
