@@ -206,11 +206,12 @@ def load_manifest(directory: Path, verify_hashes: bool = True) -> Manifest:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
         raise ModelLoadError(f"{path}: field '{where}': {first['msg']}") from e
-    for name in (manifest.files.encoder, manifest.files.decoder, manifest.files.tokenizer):
-        file = path.parent / name
-        if not file.is_file():
-            raise ModelLoadError(f"{directory}: missing file {name}")
+    names = (manifest.files.encoder, manifest.files.decoder, manifest.files.tokenizer)
+    missing = [name for name in names if not (path.parent / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"{directory}: missing file {', '.join(missing)}")
+    for name in names:
         expected = manifest.sha256.get(name)
-        if verify_hashes and expected and file_digest(file) != expected:
+        if verify_hashes and expected and file_digest(path.parent / name) != expected:
             raise ModelLoadError(f"{directory}: {name} does not match its sha256 in the manifest")
     return manifest

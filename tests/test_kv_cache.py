@@ -1,0 +1,64 @@
+"""The cache manager keeps rows compact without losing or mixing any row's contents."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.kv_cache import KVCache
+
+
+def fill(cache: KVCache, slot, value: float) -> None:
+    for buf in (*cache.self_kv, *cache.cross_kv):
+        buf[slot.row] = value
+
+
+def row_value(cache: KVCache, slot) -> set[float]:
+    return {float(v) for buf in (*cache.self_kv, *cache.cross_kv) for v in np.unique(buf[slot.row])}
+
+
+def test_release_moves_last_rows_into_holes_and_keeps_contents():
+    cache = KVCache(layers=2, kv_heads=2, head_dim=4, max_rows=8, chunk=4)
+    slots = cache.allocate(5)
+    for i, s in enumerate(slots):
+        fill(cache, s, float(i))
+    cache.release([slots[1], slots[3]])
+    assert cache.used == 3
+    assert sorted(s.row for s in cache.slots) == [0, 1, 2]
+    for i in (0, 2, 4):
+        assert row_value(cache, slots[i]) == {float(i)}
+    assert slots[1].row == -1
+
+
+def test_growth_keeps_running_rows_and_reset_when_empty():
+    cache = KVCache(layers=1, kv_heads=1, head_dim=2, max_rows=100, chunk=4)
+    slots = cache.allocate(3)
+    for i, s in enumerate(slots):
+        fill(cache, s, float(i + 1))
+    cache.ensure(rows=3, past=9, source=6)
+    assert cache.past_cap == 12 and cache.source_cap == 8
+    for i, s in enumerate(slots):
+        assert cache.self_kv[0][s.row, :, :4].min() == i + 1  # old region kept
+    cache.release(slots)
+    assert cache.used == 0 and cache.past_cap == 0
+
+
+def test_write_new_at_each_rows_own_position_and_beam_reorder():
+    cache = KVCache(layers=1, kv_heads=1, head_dim=1, max_rows=4, chunk=8)
+    slots = cache.allocate(3)
+    new = [np.array([[[[10.0]]], [[[20.0]]], [[[30.0]]]], dtype=np.float32)] * 2
+    cache.write_new(new, np.array([[0], [3], [5]]))
+    k = cache.self_kv[0]
+    assert k[0, 0, 0, 0] == 10 and k[1, 0, 3, 0] == 20 and k[2, 0, 5, 0] == 30
+    cache.reorder(slots, np.array([2, 2, 0]))
+    assert k[0, 0, 5, 0] == 30 and k[1, 0, 5, 0] == 30 and k[2, 0, 0, 0] == 10
+
+
+def test_allocation_beyond_capacity_is_refused():
+    cache = KVCache(layers=1, kv_heads=1, head_dim=1, max_rows=2)
+    cache.allocate(2)
+    try:
+        cache.allocate(1)
+    except RuntimeError as e:
+        assert "full" in str(e)
+    else:
+        raise AssertionError("allocation beyond max_rows succeeded")
