@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
 from export.model import Seq2SeqModel
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         type=Path,
-        help="safetensors state dict of heed's Seq2SeqModel; "
+        help="weights of heed's Seq2SeqModel (safetensors.torch.save_model); "
         "without it the weights are random (for benchmarks and tests)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     torch.manual_seed(args.seed)
     model = Seq2SeqModel(spec).eval()
     if args.weights:
-        model.load_state_dict(load_file(str(args.weights)), strict=True)
+        load_model(model, str(args.weights), strict=True)
     manifest = write_model_dir(
         model,
         Tokenizer.from_file(str(args.tokenizer)),

@@ -85,36 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_flags(gen)
     gen.set_defaults(func=cmd_generate)
 
-    for name, module, help_text in EXTRA_COMMANDS:
-        extra = sub.add_parser(name, help=help_text, add_help=False)
-        extra.add_argument("rest", nargs=argparse.REMAINDER)
-        extra.set_defaults(func=_delegate(module))
+    for name, (_, help_text) in EXTRA_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; run by `main` directly
     return parser
 
 
-# Subcommands that need optional dependencies, loaded only when called.
-EXTRA_COMMANDS = [
-    ("export", "export.cli", "export a model directory (needs the export extra: torch)"),
-]
+# Subcommands that need optional dependencies, imported only when called; they parse their own arguments.
+EXTRA_COMMANDS = {
+    "export": ("export.cli", "export a model directory (needs the export extra: torch)"),
+}
 
 
-def _delegate(module: str):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            target = importlib.import_module(module)
-        except ImportError as e:
-            print(
-                f"heed {args.command}: needs an optional dependency ({e.name}); "
-                "install heed with the extra it names, e.g. pip install 'heed[export]'",
-                file=sys.stderr,
-            )
-            return 2
-        return target.main(args.rest)
-
-    return run
+def run_extra(command: str, argv: list[str]) -> int:
+    try:
+        target = importlib.import_module(EXTRA_COMMANDS[command][0])
+    except ImportError as e:
+        print(
+            f"heed {command}: needs an optional dependency ({e.name}); "
+            "install heed with the extra it names, e.g. pip install 'heed[export]'",
+            file=sys.stderr,
+        )
+        return 2
+    return target.main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in EXTRA_COMMANDS:
+        return run_extra(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
