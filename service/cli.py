@@ -67,6 +67,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.app import serve
+    from service.settings import Settings
+
+    flags = {"model_repo": args.model_repo, "host": args.host, "port": args.port}
+    return serve(Settings(**{k: v for k, v in flags.items() if v is not None}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
     add_decoding_flags(gen)
     gen.set_defaults(func=cmd_generate)
+
+    srv = sub.add_parser("serve", help="serve every model directory of a repository over HTTP (settings: HEED_* env)")
+    srv.add_argument("--model-repo", type=Path, help="directory of model directories (HEED_MODEL_REPO)")
+    srv.add_argument("--host", help="address to listen on (HEED_HOST, default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (HEED_PORT, default 8000)")
+    srv.set_defaults(func=cmd_serve)
 
     for name, (_, help_text) in EXTRA_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; run by `main` directly

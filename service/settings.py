@@ -24,3 +24,16 @@ class Settings(BaseSettings):
 
     max_new_tokens: int = Field(512, ge=1)
     max_beam_size: int = Field(8, ge=1)
+
+    # The HTTP service (`heed serve`).
+    queue_size: int = Field(256, ge=1, description="requests per model waiting for KV rows; more get 503")
+    request_timeout: float = Field(
+        60.0, gt=0, description="seconds from arrival to answer (queueing included); later -> 504"
+    )
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds in-flight requests may take after SIGTERM")
+    max_texts: int = Field(64, ge=1, description="texts in one request")
+    retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
+    default_translate_model: str | None = Field(None, description="model of /v1/translate without 'model'")
+    default_summarize_model: str | None = Field(None, description="model of /v1/summarize without 'model'")
+    warmup: bool = Field(True, description="decode a few tokens per model before reporting ready")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

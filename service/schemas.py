@@ -1,0 +1,99 @@
+"""Request and response bodies of the HTTP API (they are also its OpenAPI schema at `/docs`).
+
+Decoding options sit at the top level of a request, as in TGI and the CLI: the request models
+inherit `GenerationOptions`, so the HTTP API, the CLI flags and the engine take the same options,
+and unknown fields are refused (422) rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.options import GenerationOptions
+
+
+class DecodeRequest(GenerationOptions):
+    target_lang: str | None = Field(None, description="target language (translation models); default from the model")
+    truncate: bool = Field(False, description="cut inputs longer than the model's limit instead of refusing (413)")
+    timeout: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="seconds until 504; at most the server's HEED_REQUEST_TIMEOUT"
+    )
+
+
+class TextRequest(DecodeRequest):
+    """`/v1/translate` and `/v1/summarize`: one text or a list, answered in order."""
+
+    model: str | None = Field(None, description="model name; default: the server's default model for the task")
+    text: str | list[str]
+    source_lang: str | None = Field(None, description="checked against the model's source languages, if it lists any")
+
+
+class GenerateRequest(DecodeRequest):
+    """`/v1/generate`: any model; with `stream` the tokens arrive as Server-Sent Events."""
+
+    model: str
+    input: str | list[str]
+    stream: bool = Field(False, description="one input only; beam search streams only its final event")
+
+
+class Output(BaseModel):
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str = Field(description="eos | length | stop")
+
+
+class GenerationOutput(Output):
+    token_ids: list[int]
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class TranslateResponse(BaseModel):
+    model: str
+    translations: list[Output]
+    usage: Usage
+
+
+class SummarizeResponse(BaseModel):
+    model: str
+    summaries: list[Output]
+    usage: Usage
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    generations: list[GenerationOutput]
+    usage: Usage
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    architecture: str
+    quantization: str
+    parameters: int
+    attention: dict[str, Any] = Field(description="encoder and decoder self-attention, heads and K/V heads")
+    dimensions: dict[str, int]
+    languages: dict[str, Any] = Field(description="target languages (and default), source languages")
+    generation: dict[str, Any] = Field(description="the model's decoding defaults")
+    limits: dict[str, int] = Field(description="effective limits: the model's, capped by the server's settings")
+    ready: bool
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
