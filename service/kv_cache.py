@@ -109,7 +109,8 @@ class KVCache:
         self.ensure(self.used, self.past_cap, length)
         rows = [s.row for s in slots]
         for buf, out in zip(self.cross_kv, cross):
-            buf[rows, :, : out.shape[2]] = out[batch_index]
+            # only this input's `length` positions: the group's padding beyond them may exceed the capacity
+            buf[rows, :, :length] = out[batch_index][:, :length]
         self.source_mask[rows] = 0
         self.source_mask[rows, :length] = 1
 
