@@ -48,11 +48,12 @@ class KeyBlock:
     bias: Tensor | None = None
 
 
-def attend(q: Tensor, blocks: list[KeyBlock], scale: float) -> Tensor:
-    """softmax(Q K^T * scale + bias) V over the keys of all blocks jointly.
+def attend(q: Tensor, blocks: list[KeyBlock], scale: float) -> tuple[Tensor, Tensor]:
+    """softmax(Q K^T * scale + bias) V over the keys of all blocks jointly -> (output, weights).
 
     Splitting keys into blocks lets a decoding step attend to its cache and to its own new
-    keys without concatenating them into one tensor (which would copy the whole cache).
+    keys without concatenating them into one tensor (which would copy the whole cache). The
+    weights `[B, H, Tq, sum Tk]` serve alignment (cross-attention); unused, the export drops them.
     """
     scores = []
     for block in blocks:
@@ -71,7 +72,7 @@ def attend(q: Tensor, blocks: list[KeyBlock], scale: float) -> Tensor:
         part = grouped_apply(probs[..., start : start + width] if len(blocks) > 1 else probs, block.v)
         out = part if out is None else out + part
         start += width
-    return out
+    return out, probs
 
 
 def scaled_dot_product_attention(
@@ -83,7 +84,7 @@ def scaled_dot_product_attention(
     scale: float | None = None,
 ) -> Tensor:
     """softmax(Q K^T / sqrt(d_k) + bias) V, with an optional scale override and boolean mask."""
-    return attend(q, [KeyBlock(k, v, mask, bias)], scale if scale is not None else q.shape[-1] ** -0.5)
+    return attend(q, [KeyBlock(k, v, mask, bias)], scale if scale is not None else q.shape[-1] ** -0.5)[0]
 
 
 def pattern_mask(spec: AttentionSpec, q_pos: Tensor, k_pos: Tensor, causal: bool) -> Tensor | None:
@@ -187,8 +188,9 @@ class MultiHeadAttention(nn.Module):
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
 
-    def forward(self, x: Tensor, blocks: list[KeyBlock]) -> Tensor:
+    def forward(self, x: Tensor, blocks: list[KeyBlock]) -> tuple[Tensor, Tensor]:
+        """-> (output `[B, T, d_model]`, attention weights `[B, H, T, keys]`)."""
         q = self._heads(self.q_proj(x), self.n_heads)
-        out = attend(q, blocks, self.scale)
+        out, probs = attend(q, blocks, self.scale)
         b, _, t, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)), probs

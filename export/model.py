@@ -3,7 +3,7 @@ Pegasus and T5 exactly, and heed's own models.
 
 The model has the two entry points the runtime needs, which the ONNX graphs wrap:
 - `encode(input_ids, attention_mask)` -> per decoder layer, cross-attention K and V;
-- `decode(input_ids, positions, past, cross, source_mask)` -> logits and the new tokens' K/V.
+- `decode(input_ids, positions, past, cross, source_mask)` -> logits, the new tokens' K/V and alignment.
 `forward` runs a whole teacher-forced sequence without a cache: the reference that cached
 decoding is checked against.
 """
@@ -91,7 +91,7 @@ class Residual(nn.Module):
 
 def self_attention(attn: MultiHeadAttention, h: Tensor, mask: Tensor | None, bias: Tensor | None) -> Tensor:
     k, v = attn.project_kv(h)
-    return attn(h, [KeyBlock(k, v, mask, bias)])
+    return attn(h, [KeyBlock(k, v, mask, bias)])[0]
 
 
 class EncoderLayer(nn.Module):
@@ -119,7 +119,8 @@ class DecoderLayer(nn.Module):
         new_mask: Tensor | None,
         new_bias: Tensor | None,
         cross: KeyBlock,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> (output, new K, new V, cross-attention weights averaged over heads `[B, T, S]`)."""
         attn: MultiHeadAttention = self.self_attn.inner
         new_kv: list[Tensor] = []
 
@@ -127,11 +128,18 @@ class DecoderLayer(nn.Module):
             k, v = attn.project_kv(h)
             new_kv.extend((k, v))
             blocks = [KeyBlock(k, v, new_mask, new_bias)]
-            return attn(h, blocks if past is None else [past, *blocks])
+            return attn(h, blocks if past is None else [past, *blocks])[0]
+
+        alignment: list[Tensor] = []
+
+        def cross_sublayer(h: Tensor) -> Tensor:
+            out, probs = self.cross_attn.inner(h, [cross])
+            alignment.append(probs.mean(dim=1))
+            return out
 
         x = self.self_attn(x, self_sublayer)
-        x = self.cross_attn(x, lambda h: self.cross_attn.inner(h, [cross]))
-        return self.ffn(x), new_kv[0], new_kv[1]
+        x = self.cross_attn(x, cross_sublayer)
+        return self.ffn(x), new_kv[0], new_kv[1], alignment[0]
 
 
 class Stack(nn.Module):
@@ -214,8 +222,9 @@ class Seq2SeqModel(nn.Module):
         past: list[tuple[Tensor, Tensor]] | None,
         cross: list[tuple[Tensor, Tensor]],
         source_mask: Tensor,
-    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
-        """New tokens `[B, T]` at absolute `positions` `[B, T]` -> logits `[B, T, V]` and their K/V.
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Tensor]:
+        """New tokens `[B, T]` at absolute `positions` `[B, T]` -> logits `[B, T, V]`, their K/V,
+        and each layer's cross-attention weights averaged over heads `[B, L, T, S]` (alignment).
 
         `past` holds each layer's cached K/V `[B, Hkv, P, D]`; slot j of row b is valid when
         j < positions[b, 0] (the cache index is the token's position). Invalid slots may hold
@@ -232,12 +241,13 @@ class Seq2SeqModel(nn.Module):
             past_mask = combine(valid, pattern_mask(spec, positions, slots, causal=True))
             past_bias = self._decoder_bias(positions, slots)
         cross_mask = padding_mask(source_mask)
-        new_kv = []
+        new_kv, alignment = [], []
         for i, layer in enumerate(self.decoder_layers):
             past_block = None if past is None else KeyBlock(past[i][0], past[i][1], past_mask, past_bias)
-            x, k, v = layer(x, past_block, new_mask, new_bias, KeyBlock(cross[i][0], cross[i][1], cross_mask))
+            x, k, v, weights = layer(x, past_block, new_mask, new_bias, KeyBlock(cross[i][0], cross[i][1], cross_mask))
             new_kv.append((k, v))
-        return self.logits(self.decoder.finish(x)), new_kv
+            alignment.append(weights)
+        return self.logits(self.decoder.finish(x)), new_kv, torch.stack(alignment, dim=1)
 
     def _decoder_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
         return self.decoder.relative_bias(q_pos, k_pos) if self.decoder.relative_bias is not None else None
@@ -250,7 +260,7 @@ class Seq2SeqModel(nn.Module):
         cross = self.encode(input_ids, attention_mask)
         b, t = decoder_input_ids.shape
         positions = torch.arange(t, device=input_ids.device).unsqueeze(0).expand(b, t)
-        logits, _ = self.decode(decoder_input_ids, positions, None, cross, attention_mask)
+        logits, _, _ = self.decode(decoder_input_ids, positions, None, cross, attention_mask)
         return logits
 
     def parameter_count(self) -> int:

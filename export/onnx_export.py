@@ -4,7 +4,8 @@ encoder.onnx   input_ids [B, S], attention_mask [B, S]
                -> cross_key_i, cross_value_i [B, Hkv, S, D] for each decoder layer i
 decoder.onnx   input_ids [B, T], positions [B, T], source_mask [B, S],
                past_key_i, past_value_i [B, Hkv, P, D], cross_key_i, cross_value_i [B, Hkv, S, D]
-               -> logits [B, T, V], new_key_i, new_value_i [B, Hkv, T, D]
+               -> logits [B, T, V], new_key_i, new_value_i [B, Hkv, T, D],
+                  cross_attention [B, L, T, S] (each layer's cross-attention weights, mean over heads)
 
 K/V are separate inputs per layer so that the runtime can hand ONNX Runtime contiguous slices of
 its preallocated buffers (no copy), and the decoder returns only the new tokens' K/V, which the
@@ -49,8 +50,8 @@ class DecoderGraph(nn.Module):
 
     def forward(self, input_ids: Tensor, positions: Tensor, source_mask: Tensor, *cache: Tensor):
         past, cross = _pairs(cache[: 2 * self.layers]), _pairs(cache[2 * self.layers :])
-        logits, new = self.model.decode(input_ids, positions, past, cross, source_mask)
-        return (logits, *(t for kv in new for t in kv))
+        logits, new, alignment = self.model.decode(input_ids, positions, past, cross, source_mask)
+        return (logits, *(t for kv in new for t in kv), alignment)
 
 
 def example_inputs(model: Seq2SeqModel, batch: int = 2, source: int = 5, new: int = 2, past: int = 3):
@@ -84,6 +85,7 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
         | {n: {0: "batch", 2: "source"} for n in cross}
         | {"logits": {0: "batch", 1: "new"}}
         | {n: {0: "batch", 2: "new"} for n in new}
+        | {"cross_attention": {0: "batch", 2: "new", 3: "source"}}
     )
     encoder_path, decoder_path = out_dir / "encoder.onnx", out_dir / "decoder.onnx"
     with torch.no_grad(), warnings.catch_warnings():
@@ -103,7 +105,7 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
             dec_args,
             decoder_path,
             input_names=["input_ids", "positions", "source_mask", *past, *cross],
-            output_names=["logits", *new],
+            output_names=["logits", *new, "cross_attention"],
             dynamic_axes=dec_axes,
             opset_version=OPSET,
             dynamo=False,

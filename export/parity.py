@@ -53,7 +53,7 @@ def max_logit_difference(
             "source_mask": mask.numpy(),
         }
         feeds |= dict(zip(cache_names("past", layers), past)) | dict(zip(cache_names("cross", layers), cross))
-        logits, *new = decoder.run(None, feeds)
+        logits, *new, _ = decoder.run(None, feeds)
         worst = max(worst, float(np.abs(logits[:, 0] - reference[:, t]).max()))
         past = [np.concatenate([p[:, :, :t], n, p[:, :, t:]], axis=2) for p, n in zip(past, new)]
     return worst

@@ -34,6 +34,7 @@ class Generation:
     input_tokens: int
     output_tokens: int
     finish_reason: str  # eos | length | stop | cancelled
+    alignment: list[list[float]] | None = None  # [output token][input token] cross-attention weights
 
 
 class Sequence:
@@ -45,8 +46,10 @@ class Sequence:
         search: Search,
         cfg: DecodingConfig,
         on_token: Callable[[Sequence, int], None] | None = None,
+        return_alignment: bool = False,
     ):
         self.input_ids, self.search, self.cfg, self.on_token = input_ids, search, cfg, on_token
+        self.return_alignment = return_alignment
         self.slots: list[Slot] = []
         self.result: Generation | None = None
 
@@ -84,6 +87,7 @@ class Engine:
         target_lang: str | None = None,
         truncate: bool = False,
         on_token: Callable[[Sequence, int], None] | None = None,
+        return_alignment: bool = False,
     ) -> list[Sequence]:
         """Validate and tokenize a request; raises a `RequestError` for anything heed refuses."""
         if not texts:
@@ -114,7 +118,7 @@ class Engine:
         for i, seq in enumerate(ids):
             rng = np.random.default_rng(None if cfg.seed is None else [cfg.seed, i])
             search = make_search(cfg, special.decoder_start_id, special.eos_id, rng)
-            sequences.append(Sequence(seq, search, cfg, on_token))
+            sequences.append(Sequence(seq, search, cfg, on_token, return_alignment))
         return sequences
 
     def _language(self, target: str | None, cfg: DecodingConfig) -> tuple[list[int], DecodingConfig]:
@@ -192,14 +196,33 @@ class Engine:
         return any(stop in text for stop in s.cfg.stop)
 
     def _finish(self, s: Sequence, reason: str) -> None:
+        tokens = s.search.output()
+        alignment = self._alignment(s, tokens) if s.return_alignment and tokens else None
         self.cache.release(s.slots)
         self.running.remove(s)
-        tokens = s.search.output()
         text = self.codec.decode(tokens)
         if reason == "stop":
             cut = min(text.find(stop) for stop in s.cfg.stop if stop in text)
             text = text[:cut]
-        s.result = Generation(text, tokens, len(s.input_ids), len(tokens), reason)
+        s.result = Generation(text, tokens, len(s.input_ids), len(tokens), reason, alignment)
+
+    def _alignment(self, s: Sequence, tokens: list[int]) -> list[list[float]]:
+        """Cross-attention of each output token over the input tokens (one layer, mean over heads).
+
+        One teacher-forced decoder pass over the final output, whatever the search: row i is the
+        attention of the step that produced token i (as transformers' `cross_attentions`).
+        """
+        row = s.slots[0].row
+        start = self.manifest.special_tokens.decoder_start_id
+        inputs = np.array([[start, *tokens[:-1]]], dtype=np.int64)
+        positions = np.arange(len(tokens), dtype=np.int64)[None, :]
+        spec = self.manifest.spec
+        empty = np.zeros((1, spec.kv_heads, 1, spec.head_dim), dtype=np.float32)  # masked: no valid slot
+        cross = [buf[row : row + 1] for buf in self.cache.cross_kv]
+        feeds = dict(zip(self.runner.cache_inputs, [empty] * len(self.cache.self_kv) + cross))
+        weights = self.runner.cross_attention(inputs, positions, self.cache.source_mask[row : row + 1], feeds)
+        layer = weights[0, self.manifest.alignment_layer, :, : len(s.input_ids)]
+        return np.round(layer, 4).tolist()
 
     # -- offline use ---------------------------------------------------------------------------
 
@@ -209,9 +232,10 @@ class Engine:
         options: GenerationOptions | dict | None = None,
         target_lang: str | None = None,
         truncate: bool = False,
+        return_alignment: bool = False,
     ) -> list[Generation]:
         """Decode texts together (as many at once as the cache holds), through the same loop."""
-        sequences = self.prepare(texts, options, target_lang, truncate)
+        sequences = self.prepare(texts, options, target_lang, truncate, return_alignment=return_alignment)
         waiting = deque(sequences)
         while waiting or self.running:
             group = []

@@ -180,6 +180,14 @@ class Manifest(Strict):
     files: ModelFiles = ModelFiles()
     sha256: dict[str, str] = Field(default_factory=dict, description="file name -> hex digest")
     parameters: int = Field(0, ge=0)
+    alignment_layer: int = Field(-1, description="decoder layer whose cross-attention is returned as alignment")
+
+    @model_validator(mode="after")
+    def _check(self) -> Manifest:
+        layers = self.spec.decoder.layers
+        if not -layers <= self.alignment_layer < layers:
+            raise ValueError(f"alignment_layer must be in [{-layers}, {layers})")
+        return self
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.errors import ModelLoadError
 from service.manifest import Manifest
 
 log = logging.getLogger("heed.runner")
@@ -46,8 +47,11 @@ class ModelRunner:
         layers = manifest.spec.decoder.layers
         names = [i.name for i in self.decoder.get_inputs()]
         self.cache_inputs = names[3:]  # past_* for every layer, then cross_*
+        self.step_outputs = [o.name for o in self.decoder.get_outputs() if o.name != "cross_attention"]
         if len(self.cache_inputs) != 4 * layers:
-            raise ValueError(f"decoder graph has {len(self.cache_inputs)} cache inputs, expected {4 * layers}")
+            raise ModelLoadError(
+                f"{directory}: decoder graph has {len(self.cache_inputs)} cache inputs, expected {4 * layers}"
+            )
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
         """-> cross K, V per decoder layer, `[B, Hkv, S, D]` each."""
@@ -58,6 +62,16 @@ class ModelRunner:
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """-> logits `[B, T, V]` and the new tokens' K, V per layer `[B, Hkv, T, D]`."""
         logits, *new = self.decoder.run(
-            None, {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache}
+            self.step_outputs, {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache}
         )
         return logits, new
+
+    def cross_attention(
+        self, input_ids: np.ndarray, positions: np.ndarray, source_mask: np.ndarray, cache: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """-> each decoder layer's cross-attention weights, mean over heads, `[B, L, T, S]`."""
+        (weights,) = self.decoder.run(
+            ["cross_attention"],
+            {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache},
+        )
+        return weights
