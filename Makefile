@@ -11,7 +11,7 @@ DEV_VENV := .venv-dev
 MODEL_REPO ?= models
 HEED_PORT ?= 8000
 
-.PHONY: serve test lint models clean
+.PHONY: serve test lint models clean system-deps loadtest
 
 $(SERVE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
@@ -35,7 +35,7 @@ models: $(MODEL_REPO)/.ready
 serve: $(SERVE_VENV)/.installed $(MODEL_REPO)/.ready
 	HEED_PORT=$(HEED_PORT) $(SERVE_VENV)/bin/heed serve --model-repo $(MODEL_REPO)
 
-test: $(DEV_VENV)/.installed
+test: system-deps $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/python -m pytest -q
 
@@ -44,3 +44,27 @@ lint: $(DEV_VENV)/.installed
 
 clean:
 	rm -rf $(SERVE_VENV) $(DEV_VENV) $(MODEL_REPO)
+
+# Debian packages the tests need: prometheus (server and promtool) for the alert-rule tests and
+# the scrape integration test. apt-get runs only when a binary is missing.
+system-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+# A bounded headless locust run (loadtests/locustfile.py, its ramp shape) against a local heed
+# serving $(MODEL_REPO); CSV stats go to $(LOADTEST_OUT)_*.csv. Fails on any request failure.
+LOADTEST_PORT ?= 8089
+LOADTEST_USERS ?= 8
+LOADTEST_RAMP ?= 20
+LOADTEST_DURATION ?= 60
+LOADTEST_OUT ?= artifacts/loadtest/heed
+loadtest: $(DEV_VENV)/.installed $(MODEL_REPO)/.ready
+	@mkdir -p $(dir $(LOADTEST_OUT))
+	@HEED_PORT=$(LOADTEST_PORT) $(DEV_VENV)/bin/heed serve --host 127.0.0.1 --model-repo $(MODEL_REPO) & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; \
+	$(DEV_VENV)/bin/python -m loadtests.wait_ready http://127.0.0.1:$(LOADTEST_PORT) --timeout 120 && \
+	LOADTEST_USERS=$(LOADTEST_USERS) LOADTEST_RAMP=$(LOADTEST_RAMP) LOADTEST_DURATION=$(LOADTEST_DURATION) \
+	$(DEV_VENV)/bin/locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:$(LOADTEST_PORT) \
+	  --csv $(LOADTEST_OUT) --only-summary --stop-timeout 30

