@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
+from export.hf import REGISTRY, ConversionError, export_checkpoint
 from export.model import Seq2SeqModel
-from export.package import write_model_dir
+from export.package import ParityError, write_model_dir
+from export.quantize import quantize_model_dir
 from service.manifest import GenerationDefaults, LanguageTags, Limits, ModelSpec, SpecialTokens
 
 
@@ -21,10 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         type=Path,
-        required=True,
         help="JSON with name, task, spec, special_tokens and optionally languages, generation, limits",
     )
-    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json (HF tokenizers format)")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (HF tokenizers format), with --config")
     parser.add_argument(
         "--weights",
         type=Path,
@@ -32,12 +34,41 @@ def build_parser() -> argparse.ArgumentParser:
         "without it the weights are random (for benchmarks and tests)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--from-hf",
+        type=Path,
+        metavar="DIR",
+        help=f"a local Hugging Face checkpoint folder ({', '.join(sorted(REGISTRY))}); needs --name and --task",
+    )
+    parser.add_argument("--name", help="model name (with --from-hf)")
+    parser.add_argument("--task", choices=["translate", "summarize", "generate"], help="with --from-hf")
+    parser.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the exported graphs")
     parser.add_argument("--out-repo", type=Path, required=True, help="model repository; writes OUT_REPO/NAME")
     return parser
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.from_hf is not None:
+        if args.config or args.tokenizer or args.weights:
+            parser.error("--from-hf takes no --config, --tokenizer or --weights")
+        if not args.name or not args.task:
+            parser.error("--from-hf needs --name and --task")
+        try:
+            manifest = export_checkpoint(
+                args.from_hf, args.out_repo / args.name, name=args.name, task=args.task, quantize=args.quantize
+            )
+        except (ConversionError, ParityError) as e:
+            print(f"heed export: {e}", file=sys.stderr)
+            return 2
+        print(
+            f"exported {manifest.name} ({manifest.architecture}, {manifest.parameters:,} parameters, "
+            f"{manifest.quantization}) to {args.out_repo / manifest.name}"
+        )
+        return 0
+    if args.config is None or args.tokenizer is None:
+        parser.error("give --config and --tokenizer, or --from-hf DIR")
     config = json.loads(args.config.read_text())
     spec = ModelSpec.model_validate(config["spec"])
     torch.manual_seed(args.seed)
@@ -56,5 +87,7 @@ def main(argv: list[str]) -> int:
         generation=GenerationDefaults.model_validate(config.get("generation", {})),
         limits=Limits.model_validate(config["limits"]) if config.get("limits") else None,
     )
+    if args.quantize == "int8":
+        manifest = quantize_model_dir(args.out_repo / manifest.name)
     print(f"exported {manifest.name} ({manifest.parameters:,} parameters) to {args.out_repo / manifest.name}")
     return 0
