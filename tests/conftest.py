@@ -16,3 +16,11 @@ def tiny_dir(tmp_path_factory):
 def tiny_repo(tiny_dir):
     """A model repository holding the tiny model."""
     return tiny_dir.parent
+
+
+@pytest.fixture(scope="session")
+def http_repo(tmp_path_factory):
+    """The HTTP tests' model repository (tests/http_server.py: build_repo)."""
+    from tests.http_server import build_repo
+
+    return build_repo(tmp_path_factory.mktemp("http-models"))
