@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Subcommands that need optional dependencies, imported only when called; they parse their own arguments.
 EXTRA_COMMANDS = {
     "export": ("export.cli", "export a model directory (needs the export extra: torch)"),
+    "bench": ("loadtests.bench", "benchmark heed against transformers and CTranslate2 (export and bench extras)"),
 }
 
 

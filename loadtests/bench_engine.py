@@ -1,0 +1,193 @@
+"""`heed bench engine`: heed vs transformers vs CTranslate2 on the same weights, in one run.
+
+All engines load the reference checkpoint (loadtests/reference.py); heed imports it with its HF
+importer (fp32, and int8 dynamic quantization), CTranslate2 converts it (float32, int8),
+transformers runs it in PyTorch. Each workload forces 48 target tokens per input, so every
+engine produces the same number of tokens; throughput is target tokens per second, the
+median of `--repeats` timed runs after a warm-up. Engines take turns within a workload so that
+drift in the machine's load hits them alike. Prints a table with ratios, writes JSON and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from loadtests.reference import build_checkpoint, source_texts
+
+NEW_TOKENS = 48
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    batch: int
+    beam: int
+
+
+WORKLOADS = [
+    Workload("greedy b1", 1, 1),
+    Workload("greedy b8", 8, 1),
+    Workload("greedy b32", 32, 1),
+    Workload("greedy b64", 64, 1),
+    Workload("beam4 b32", 32, 4),
+]
+
+Run = Callable[[list[str], int], None]  # generate NEW_TOKENS for each text with this beam size
+
+
+def heed_engine(model_dir: Path, threads: int) -> Run:
+    from service.engine import Engine
+    from service.settings import Settings
+
+    engine = Engine(model_dir, Settings(intra_op_threads=threads, kv_rows=256, provider="cpu"))
+    options = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+
+    def run(texts: list[str], beam: int) -> None:
+        results = engine.generate(texts, options | {"beam_size": beam})
+        assert all(r.output_tokens >= NEW_TOKENS - 1 for r in results)  # EOS is stripped from the output
+
+    return run
+
+
+def transformers_engine(checkpoint: Path, threads: int) -> Run:
+    import torch
+    from transformers import MarianMTModel, MarianTokenizer
+
+    torch.set_num_threads(threads)
+    model = MarianMTModel.from_pretrained(checkpoint).eval()
+    tokenizer = MarianTokenizer.from_pretrained(checkpoint)
+
+    def run(texts: list[str], beam: int) -> None:
+        batch = tokenizer(texts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            out = model.generate(
+                **batch, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, num_beams=beam, do_sample=False
+            )
+        assert out.shape[1] == NEW_TOKENS + 1
+
+    return run
+
+
+def ctranslate2_engine(checkpoint: Path, work: Path, quantization: str, threads: int) -> Run:
+    import ctranslate2
+    from transformers import MarianTokenizer
+
+    out = work / f"ct2-{quantization}"
+    if not (out / "model.bin").is_file():
+        ctranslate2.converters.TransformersConverter(str(checkpoint)).convert(
+            str(out), quantization=quantization, force=True
+        )
+    translator = ctranslate2.Translator(
+        str(out), device="cpu", compute_type=quantization, intra_threads=threads, inter_threads=1
+    )
+    tokenizer = MarianTokenizer.from_pretrained(checkpoint)
+
+    def run(texts: list[str], beam: int) -> None:
+        tokens = [tokenizer.convert_ids_to_tokens(tokenizer(t).input_ids) for t in texts]
+        results = translator.translate_batch(
+            tokens, beam_size=beam, max_decoding_length=NEW_TOKENS, min_decoding_length=NEW_TOKENS
+        )
+        assert all(len(r.hypotheses[0]) >= NEW_TOKENS - 1 for r in results)
+
+    return run
+
+
+def timed(run: Run, texts: list[str], beam: int, repeats: int) -> float:
+    """Median target tokens per second over `repeats` runs (after one warm-up run)."""
+    run(texts[: min(len(texts), 2)], beam)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(texts, beam)
+        seconds.append(time.perf_counter() - start)
+    return len(texts) * NEW_TOKENS / statistics.median(seconds)
+
+
+def prepare_heed(checkpoint: Path, work: Path) -> dict[str, Path]:
+    from export.hf import export_checkpoint
+
+    dirs = {}
+    for quantize in (None, "int8"):
+        name = f"heed-{quantize or 'fp32'}"
+        directory = work / name
+        if not (directory / "manifest.json").is_file():
+            export_checkpoint(checkpoint, directory, name=name, task="translate", quantize=quantize)
+        dirs[name] = directory
+    return dirs
+
+
+def ratio_columns(row: dict[str, float]) -> dict[str, float]:
+    pairs = {
+        "heed-fp32 / ct2-float32": ("heed-fp32", "ct2-float32"),
+        "heed-int8 / ct2-int8": ("heed-int8", "ct2-int8"),
+        "heed-fp32 / transformers": ("heed-fp32", "transformers"),
+    }
+    return {label: row[a] / row[b] for label, (a, b) in pairs.items() if a in row and b in row}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = [k for k in results[0]["tokens_per_s"]]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(engines)
+    for i, engine in enumerate(engines):
+        values = [r["tokens_per_s"].get(engine, 0) for r in results]
+        ax.bar([x + i * width for x in range(len(results))], values, width, label=engine)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(results))], [r["workload"] for r in results])
+    ax.set_ylabel("target tokens / s")
+    ax.set_title("Reference workload (Marian-base size, 24 -> 48 tokens, 2 threads)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="heed bench engine", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--work", type=Path, default=Path("artifacts/bench"), help="checkpoints, converted models, results"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--engines", default="heed-fp32,heed-int8,transformers,ct2-float32,ct2-int8")
+    parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    args = parser.parse_args(argv)
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    checkpoint = build_checkpoint(args.work / "reference-hf")
+    wanted = args.engines.split(",")
+    factories: dict[str, Callable[[], Run]] = {
+        "transformers": lambda: transformers_engine(checkpoint, args.threads),
+        "ct2-float32": lambda: ctranslate2_engine(checkpoint, args.work, "float32", args.threads),
+        "ct2-int8": lambda: ctranslate2_engine(checkpoint, args.work, "int8", args.threads),
+    }
+    if any(e.startswith("heed") for e in wanted):
+        for name, directory in prepare_heed(checkpoint, args.work).items():
+            factories[name] = lambda d=directory: heed_engine(d, args.threads)
+    engines = {name: factories[name]() for name in wanted}
+    workloads = [w for w in WORKLOADS if w.name in args.workloads.split(",")]
+    texts = source_texts(checkpoint, max(w.batch for w in workloads))
+
+    results = []
+    for workload in workloads:
+        row = {name: timed(run, texts[: workload.batch], workload.beam, args.repeats) for name, run in engines.items()}
+        results.append(
+            {"workload": workload.name, **asdict(workload), "tokens_per_s": row, "ratios": ratio_columns(row)}
+        )
+        cells = "  ".join(f"{name} {value:8.1f}" for name, value in row.items())
+        ratios = "  ".join(f"{label} {value:.2f}x" for label, value in results[-1]["ratios"].items())
+        print(f"{workload.name:11s}  {cells}  |  {ratios}", flush=True)
+
+    (args.work / "engine.json").write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
+    plot(results, args.work / "engine.png")
+    print(f"wrote {args.work / 'engine.json'} and {args.work / 'engine.png'}")
+    return 0
