@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from export.demo import build_model_dir, spec
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = 8192  # positions of the translation model: a request can decode for many seconds
+LONG_TOKENS = 6000  # a request that decodes for seconds (tests cancel it before it ends)
 
 
 def build_repo(out: Path) -> Path:
@@ -134,3 +136,24 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
         elif line.startswith("data: "):
             yield event, json.loads(line[len("data: ") :])
             event = "message"
+
+
+def long_stream(server: Server, result: dict, started: threading.Event) -> None:
+    """Stream a long request: `started` is set at its first event; once `result["stop"]` is set the
+    client hangs up at the next event; `result["ended"]` records when the stream ended by itself."""
+    body = {
+        "model": "tiny",
+        "input": "hello",
+        "min_new_tokens": LONG_TOKENS,
+        "max_new_tokens": LONG_TOKENS,
+        "stream": True,
+    }
+    with httpx.Client(base_url=server.url, timeout=60) as c, c.stream("POST", "/v1/generate", json=body) as r:
+        result["status"] = r.status_code
+        for name, event in sse_events(r):
+            started.set()
+            if result.get("stop"):
+                return  # closing the connection cancels the request
+            if name != "message" or event.get("done"):
+                result["ended"] = time.monotonic()
+                return

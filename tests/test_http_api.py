@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.http_server import offline, running, sse_events
+from tests.http_server import LONG_TOKENS, long_stream, offline, running, sse_events
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -32,7 +32,6 @@ TEXTS = [
     "today the dog jumps",
     "world",
 ]
-LONG_TOKENS = 6000  # a request that decodes for seconds (the test cancels it before it ends)
 
 
 @pytest.fixture(scope="module")
@@ -199,26 +198,6 @@ def test_models_health_and_docs(server):
     text = server.client.get("/metrics").text
     assert 'heed_model_info{architecture="heed",model="tiny",quantization="none",task="translate"} 1.0' in text
     assert "heed_ready 1.0" in text and "process_cpu_seconds_total" in text
-
-
-def long_stream(server, result: dict, started: threading.Event) -> None:
-    """Stream a long request; record when its first token and its end arrive."""
-    body = {
-        "model": "tiny",
-        "input": "hello",
-        "min_new_tokens": LONG_TOKENS,
-        "max_new_tokens": LONG_TOKENS,
-        "stream": True,
-    }
-    with httpx.Client(base_url=server.url, timeout=60) as c, c.stream("POST", "/v1/generate", json=body) as r:
-        result["status"] = r.status_code
-        for name, event in sse_events(r):
-            started.set()
-            if result.get("stop"):
-                return  # closing the connection cancels the request
-            if name != "message" or event.get("done"):
-                result["ended"] = time.monotonic()
-                return
 
 
 def test_a_short_request_overtakes_long_ones(server):
