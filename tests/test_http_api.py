@@ -236,3 +236,12 @@ def test_a_disconnected_stream_frees_its_rows(server):
     server.wait_for("heed_kv_slots_used", 0, model="tiny", timeout=5)
     generated = server.sample("heed_output_tokens_total", model="tiny") - tokens_before
     assert 0 < generated < LONG_TOKENS, "the request was not cancelled when its client went away"
+
+
+def test_a_client_that_gives_up_waiting_cancels_its_request(server):
+    tokens_before = server.sample("heed_output_tokens_total", model="tiny")
+    body = {"text": "hello", "min_new_tokens": LONG_TOKENS, "max_new_tokens": LONG_TOKENS}
+    with httpx.Client(base_url=server.url, timeout=1) as c, pytest.raises(httpx.ReadTimeout):
+        c.post("/v1/translate", json=body)
+    server.wait_for("heed_kv_slots_used", 0, model="tiny", timeout=5)
+    assert 0 < server.sample("heed_output_tokens_total", model="tiny") - tokens_before < LONG_TOKENS

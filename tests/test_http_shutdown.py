@@ -5,13 +5,15 @@ grace period the requests left are answered 503 rather than dropped."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.http_server import Server, sse_events
+from tests.http_server import ROOT, Server, sse_events
 
 TOKENS = 2000
 
@@ -77,3 +79,15 @@ def test_past_the_grace_period_requests_get_503_and_the_process_exits_0(http_rep
         assert server.process.wait(60) == 0
     finally:
         server.stop()
+
+
+def test_a_repository_without_models_is_refused_at_start(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--model-repo", str(tmp_path), "--port", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "no model directories" in run.stderr
