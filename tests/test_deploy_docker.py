@@ -56,6 +56,7 @@ def test_models_are_built_with_torch_and_served_without(dockerfile):
     for args in installs:
         assert "torch" not in args and "export" not in args and "[" not in args, args
     assert re.search(r"COPY --from=builder\b[^\n]* /models /models", runtime)
+    assert "COPY service ./service" in runtime and "COPY export" not in runtime
     assert "HEED_MODEL_REPO=/models" in runtime
     assert 'ENTRYPOINT ["heed", "serve"]' in runtime
 
