@@ -98,6 +98,25 @@ def test_every_metric_the_deployment_reads_is_exported_by_heed(heed):
         assert names <= sampled, f"{source}: no samples yet for {sorted(names - sampled)}"
 
 
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_image_healthcheck_command_probes_heed(heed, dockerfile):
+    """The HEALTHCHECK command, run as the container would (HEED_PORT set), passes against a live
+    heed and fails when nothing listens."""
+    text = (DEPLOY / "docker" / dockerfile).read_text().replace("\\\n", " ")
+    command = json.loads(re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.MULTILINE).group(1))
+    assert command[0] == "python"
+    port = heed.rsplit(":", 1)[1]
+    alive = subprocess.run([sys.executable, *command[1:]], env=os.environ | {"HEED_PORT": port}, timeout=30)
+    assert alive.returncode == 0
+    nobody = subprocess.run(
+        [sys.executable, *command[1:]],
+        env=os.environ | {"HEED_PORT": str(free_port())},
+        capture_output=True,
+        timeout=30,
+    )
+    assert nobody.returncode != 0
+
+
 def query(prometheus: str, promql: str) -> list[dict]:
     status, body = get(prometheus + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
     assert status == 200, body[:300]
