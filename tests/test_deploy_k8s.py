@@ -16,7 +16,8 @@ from tests.deploy_helpers import DEPLOY, promql_metrics, run, tool
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"  # the oldest release we support: every API used is GA there
 OVERLAYS = ["overlays/cpu", "overlays/gpu"]
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no upstream schema: checked by hand below
+# Prometheus Operator resources: no upstream schema in kubernetes-validate, so checked by hand below
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 
 
 def render(path: str) -> list[dict]:
@@ -69,6 +70,7 @@ def test_every_object_is_namespaced_and_labelled(overlay):
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "PrometheusRule",
     }
     for kind, obj in objects.items():
         assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "heed"
@@ -173,3 +175,10 @@ def test_gpu_overlay_asks_for_a_gpu_and_cuda():
     cpu = by_kind(render("overlays/cpu"))
     assert cpu["ConfigMap"]["data"]["HEED_PROVIDER"] == "cpu"
     assert "nvidia.com/gpu" not in container(cpu)["resources"].get("limits", {})
+
+
+def test_prometheus_rule_is_the_promtool_tested_rule_file(overlay):
+    """The Operator's PrometheusRule carries exactly the rules unit-tested with promtool."""
+    _, objects = overlay
+    tested = yaml.safe_load((DEPLOY / "prometheus" / "heed-alerts.yml").read_text())
+    assert objects["PrometheusRule"]["spec"] == tested
