@@ -245,3 +245,4 @@ def test_a_client_that_gives_up_waiting_cancels_its_request(server):
         c.post("/v1/translate", json=body)
     server.wait_for("heed_kv_slots_used", 0, model="tiny", timeout=5)
     assert 0 < server.sample("heed_output_tokens_total", model="tiny") - tokens_before < LONG_TOKENS
+    server.wait_for("heed_requests_total", 1, model="tiny", route="/v1/translate", status="499", timeout=5)
