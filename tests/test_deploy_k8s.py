@@ -159,8 +159,8 @@ def test_hpa_scales_the_deployment_on_queue_depth_served_by_the_adapter(overlay)
     assert promql_metrics(rule["seriesQuery"]) == {"heed_queue_depth"}
     assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
     assert queue["target"]["type"] == "AverageValue"
+    assert metrics["Resource"]["resource"]["name"] == "cpu"
     if name == "overlays/cpu":
-        assert metrics["Resource"]["resource"]["name"] == "cpu"
         # a voluntary disruption (node drain) always leaves a serving pod
         assert objects["PodDisruptionBudget"]["spec"]["maxUnavailable"] < hpa["minReplicas"]
 
