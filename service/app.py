@@ -294,10 +294,9 @@ def submit(
         raise InputTooLong(f"{len(texts)} texts in one request; this server takes at most {heed.settings.max_texts}")
     if stream and len(texts) != 1:
         raise InvalidInput('"stream": true takes exactly one input text')
-    source_lang = getattr(body, "source_lang", None)
     sources = scheduler.manifest.source_languages
-    if source_lang is not None and sources and source_lang not in sources:
-        raise InvalidOptions(f"source_lang {source_lang!r} is not one of this model's: {', '.join(sources)}")
+    if body.source_lang is not None and sources and body.source_lang not in sources:
+        raise InvalidOptions(f"source_lang {body.source_lang!r} is not one of this model's: {', '.join(sources)}")
     options = GenerationOptions(**{name: getattr(body, name) for name in GenerationOptions.model_fields})
     tokens = TokenStream(asyncio.get_running_loop(), scheduler.engine.codec.decode) if stream else None
     sequences = scheduler.engine.prepare(

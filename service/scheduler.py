@@ -54,7 +54,8 @@ class TokenStream:
 
     `on_token` runs on the scheduler thread after each step; it decodes the whole output so far
     and sends the new suffix, so that tokens which only make sense together (multi-byte
-    characters, word-piece joins) come out right. The stream ends with `None` (see `Job.settle`).
+    characters, word-piece joins) come out right; the final event's text is authoritative. The
+    stream ends with `None` (see `Job.settle`).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, decode):
@@ -65,9 +66,17 @@ class TokenStream:
     def on_token(self, sequence: Sequence, token: int) -> None:
         text = self.decode(sequence.search.sequences[0][1:])
         delta = ""
-        if not text.endswith("\ufffd") and text.startswith(self.sent):  # wait for a complete character
-            delta, self.sent = text[len(self.sent) :], text
+        if not text.endswith("\ufffd"):  # else wait for the rest of a multi-byte character
+            common = shared_prefix(self.sent, text)  # all of `sent`, unless decoding re-joined it
+            delta, self.sent = text[common:], text
         post(self.loop, self.queue.put_nowait, TokenEvent(token, delta))
+
+
+def shared_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of two strings (fast when `b` extends `a`, the usual case)."""
+    if b.startswith(a):
+        return len(a)
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def post(loop: asyncio.AbstractEventLoop, callback, *args) -> None:

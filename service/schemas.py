@@ -16,6 +16,7 @@ from service.options import GenerationOptions
 
 class DecodeRequest(GenerationOptions):
     target_lang: str | None = Field(None, description="target language (translation models); default from the model")
+    source_lang: str | None = Field(None, description="checked against the model's source languages, if it lists any")
     truncate: bool = Field(False, description="cut inputs longer than the model's limit instead of refusing (413)")
     timeout: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="seconds until 504; at most the server's HEED_REQUEST_TIMEOUT"
@@ -27,7 +28,6 @@ class TextRequest(DecodeRequest):
 
     model: str | None = Field(None, description="model name; default: the server's default model for the task")
     text: str | list[str]
-    source_lang: str | None = Field(None, description="checked against the model's source languages, if it lists any")
 
 
 class GenerateRequest(DecodeRequest):
