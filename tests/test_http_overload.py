@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.http_server import LONG_TOKENS, long_stream, running
+from tests.http_server import LONG_TOKENS, long_stream, offline, running, sse_events
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,21 @@ def test_deadline_while_decoding_gets_504_and_frees_the_row(server):
     assert r.json()["error"]["type"] == "deadline_exceeded"
     server.wait_for("heed_kv_slots_used", 0, model="tiny", timeout=5)
     assert 0 < server.sample("heed_output_tokens_total", model="tiny") - tokens_before < LONG_TOKENS
+
+
+def test_a_stream_past_its_deadline_ends_with_an_error_event(server):
+    body = {"model": "tiny", "input": "hello", "min_new_tokens": LONG_TOKENS, "max_new_tokens": LONG_TOKENS}
+    with server.client.stream("POST", "/v1/generate", json=body | {"stream": True, "timeout": 0.5}) as r:
+        events = list(sse_events(r))
+    assert len(events) > 1 and all(name == "message" and "token" in data for name, data in events[:-1])
+    name, data = events[-1]
+    assert name == "error" and data["error"]["type"] == "deadline_exceeded"
+    server.wait_for("heed_kv_slots_used", 0, model="tiny", timeout=5)
+
+
+def test_a_list_longer_than_the_kv_rows_is_decoded_in_turns_and_in_order(server, http_repo):
+    texts = ["hello world", "the lazy dog", "one two three"]
+    expected = offline(http_repo / "tiny", texts)
+    r = server.client.post("/v1/translate", json={"text": texts})
+    assert r.status_code == 200, r.text
+    assert [t["text"] for t in r.json()["translations"]] == [e["text"] for e in expected]
