@@ -19,20 +19,21 @@ from torch import Tensor, nn
 from service.manifest import AttentionSpec
 
 
-def grouped_scores(q: Tensor, k: Tensor) -> Tensor:
-    """q `[B, H, Tq, D]` x k `[B, Hkv, Tk, D]` -> `[B, H, Tq, Tk]`; query head h uses K/V head h // (H/Hkv)."""
-    b, h, tq, d = q.shape
-    hkv = k.shape[1]
-    folded = q.reshape(b, hkv, (h // hkv) * tq, d)
-    return torch.matmul(folded, k.transpose(-1, -2)).reshape(b, h, tq, k.shape[2])
+def grouped_scores(q: Tensor, k: Tensor, groups: int) -> Tensor:
+    """q `[B, H, Tq, D]` x k `[B, Hkv, Tk, D]` -> `[B, H, Tq, Tk]`, H = Hkv * groups; query head h uses
+    K/V head h // groups. Reshapes use only static sizes, so the exported graph needs no shape arithmetic."""
+    if groups == 1:
+        return torch.matmul(q, k.transpose(-1, -2))
+    folded = q.unflatten(1, (-1, groups)).flatten(2, 3)  # [B, Hkv, groups * Tq, D]
+    return torch.matmul(folded, k.transpose(-1, -2)).unflatten(2, (groups, -1)).flatten(1, 2)
 
 
-def grouped_apply(probs: Tensor, v: Tensor) -> Tensor:
+def grouped_apply(probs: Tensor, v: Tensor, groups: int) -> Tensor:
     """probs `[B, H, Tq, Tk]` x v `[B, Hkv, Tk, D]` -> `[B, H, Tq, D]`."""
-    b, h, tq, tk = probs.shape
-    hkv = v.shape[1]
-    folded = probs.reshape(b, hkv, (h // hkv) * tq, tk)
-    return torch.matmul(folded, v).reshape(b, h, tq, v.shape[-1])
+    if groups == 1:
+        return torch.matmul(probs, v)
+    folded = probs.unflatten(1, (-1, groups)).flatten(2, 3)
+    return torch.matmul(folded, v).unflatten(2, (groups, -1)).flatten(1, 2)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class KeyBlock:
     bias: Tensor | None = None
 
 
-def attend(q: Tensor, blocks: list[KeyBlock], scale: float) -> tuple[Tensor, Tensor]:
+def attend(q: Tensor, blocks: list[KeyBlock], scale: float, groups: int = 1) -> tuple[Tensor, Tensor]:
     """softmax(Q K^T * scale + bias) V over the keys of all blocks jointly -> (output, weights).
 
     Splitting keys into blocks lets a decoding step attend to its cache and to its own new
@@ -57,7 +58,7 @@ def attend(q: Tensor, blocks: list[KeyBlock], scale: float) -> tuple[Tensor, Ten
     """
     scores = []
     for block in blocks:
-        s = grouped_scores(q, block.k) * scale
+        s = grouped_scores(q, block.k, groups) * scale
         if block.bias is not None:
             s = s + block.bias
         if block.mask is not None:
@@ -67,11 +68,15 @@ def attend(q: Tensor, blocks: list[KeyBlock], scale: float) -> tuple[Tensor, Ten
     probs = torch.softmax(joint, dim=-1)
     out = None
     start = 0
-    for block in blocks:
-        width = block.k.shape[2]
-        part = grouped_apply(probs[..., start : start + width] if len(blocks) > 1 else probs, block.v)
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1
+        # The last block runs to the end: a traced `start + width` can freeze the width into the graph.
+        part_probs = (
+            probs if len(blocks) == 1 else probs[..., start:] if last else probs[..., start : start + block.k.shape[2]]
+        )
+        part = grouped_apply(part_probs, block.v, groups)
         out = part if out is None else out + part
-        start += width
+        start += block.k.shape[2]
     return out, probs
 
 
@@ -84,7 +89,8 @@ def scaled_dot_product_attention(
     scale: float | None = None,
 ) -> Tensor:
     """softmax(Q K^T / sqrt(d_k) + bias) V, with an optional scale override and boolean mask."""
-    return attend(q, [KeyBlock(k, v, mask, bias)], scale if scale is not None else q.shape[-1] ** -0.5)[0]
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    return attend(q, [KeyBlock(k, v, mask, bias)], scale, q.shape[1] // k.shape[1])[0]
 
 
 def pattern_mask(spec: AttentionSpec, q_pos: Tensor, k_pos: Tensor, causal: bool) -> Tensor | None:
@@ -182,8 +188,7 @@ class MultiHeadAttention(nn.Module):
         self.o_proj = nn.Linear(n_heads * d_head, d_model, bias=bias)
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
-        b, t, _ = x.shape
-        return x.reshape(b, t, n, self.d_head).transpose(1, 2)
+        return x.unflatten(-1, (n, self.d_head)).transpose(1, 2)
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
@@ -191,6 +196,5 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: Tensor, blocks: list[KeyBlock]) -> tuple[Tensor, Tensor]:
         """-> (output `[B, T, d_model]`, attention weights `[B, H, T, keys]`)."""
         q = self._heads(self.q_proj(x), self.n_heads)
-        out, probs = attend(q, blocks, self.scale)
-        b, _, t, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)), probs
+        out, probs = attend(q, blocks, self.scale, self.n_heads // self.n_kv_heads)
+        return self.o_proj(out.transpose(1, 2).flatten(2)), probs
