@@ -201,7 +201,7 @@ def error_response(status: int, type_: str, message: str, retry_after: int | Non
     return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
 
-HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "input_too_long", 415: "unsupported_media_type"}
+HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
 ERROR_RESPONSES = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503, 504)}
 
 
