@@ -1,0 +1,36 @@
+"""The tokenizer of heed's default models: BPE over words, with digits and punctuation split
+off as tokens of their own.
+
+Single digits keep numbers compositional (a model copies or reads "345" digit by digit instead
+of learning one token per number), and separate punctuation keeps "Oslo." and "Oslo" the same
+word. Ids follow heed's layout (see export/tokenizer_train.py): `<pad>` 0, `</s>` 1, `<unk>` 2,
+then the extra special tokens; the post-processor appends `</s>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from export.tokenizer_train import SPECIALS
+
+
+def train_word_tokenizer(
+    corpus: Iterable[str], vocab_size: int, extra_specials: Iterable[str] = (), morphemes: str | None = None
+) -> Tokenizer:
+    """`morphemes` (a regex) splits matches out of compound words before BPE, so that e.g. German
+    "dreiundzwanzigtausend" is always "drei" "und" "zwanzig" "tausend", whatever BPE would merge."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.NFKC()
+    steps = [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation()]
+    if morphemes:
+        steps.append(pre_tokenizers.Split(Regex(morphemes), behavior="isolated"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[*SPECIALS, *extra_specials], show_progress=False
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return tokenizer
