@@ -150,6 +150,98 @@ def relative_position_buckets(relative: Tensor, bidirectional: bool, num_buckets
     return buckets + torch.where(is_small, distance, large)
 
 
+def _pad_to(x: Tensor, dim: int, length: Tensor, size: int) -> Tensor:
+    """Zero-pad `x` along `dim` to `length` (<= its length + size). Written with a fixed-size pad and
+    a slice, because the exporter's tracer freezes Python arithmetic on sizes into constants."""
+    keep = [-1] * x.dim()  # -1: keep that size (sizes read off x would be frozen by the tracer)
+    keep[dim] = size
+    zeros = (x.narrow(dim, 0, 1) * 0).expand(*keep)  # zeros_like would be traced as a constant
+    return _first(torch.cat([x, zeros], dim=dim), dim, length)
+
+
+def _first(x: Tensor, dim: int, length: Tensor) -> Tensor:
+    """The first `length` entries along `dim` (a gather: traced slices of tensor length get frozen)."""
+    return x.index_select(dim, torch.arange(length, device=x.device))
+
+
+def _blocks(x: Tensor, size: int) -> Tensor:
+    """`[B, H, S, D]` (S a multiple of size) -> `[B, H, S/size, size, D]`."""
+    return x.unflatten(2, (-1, size))
+
+
+def _band(blocks: Tensor) -> Tensor:
+    """Each block with its left and right neighbours (zeros beyond the ends): `[..., n, c, D]` -> `[..., n, 3c, D]`."""
+    padded = nn.functional.pad(blocks, (0, 0, 0, 0, 1, 1))
+    return torch.cat([padded[:, :, :-2], padded[:, :, 1:-1], padded[:, :, 2:]], dim=3)
+
+
+def _grouped_5d(q: Tensor, groups: int) -> Tensor:
+    """`[B, H, ...]` -> `[B, Hkv, groups, ...]` so that K/V `[B, Hkv, 1, ...]` broadcast over a group."""
+    return q.unflatten(1, (-1, groups))
+
+
+def banded_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_mask: Tensor,
+    spec: AttentionSpec,
+    scale: float,
+    groups: int = 1,
+    relative: RelativePositionBias | None = None,
+) -> Tensor:
+    """Bidirectional local (radius w) or local + global attention in O(S * (3w + g)), not O(S^2).
+
+    Exactly `attend` with `pattern_mask(spec)` and the padding mask: the sequence is cut into
+    blocks of w positions, and a query in block b sees keys in blocks b-1, b, b+1 (all within
+    its radius fall there), masked to the radius; the g global keys are one more block seen by
+    every query, and the g global queries attend to the whole sequence.
+    """
+    c, g = spec.window, spec.global_tokens
+    s = torch._shape_as_tensor(key_mask)[1]  # from the graph input: shapes of intermediates may get folded
+    padded = s + (c - s % c) % c  # a multiple of c, as a traced tensor
+    positions = torch.arange(padded, device=q.device)
+    as_blocks = positions[None, None, :, None]  # the [B, H, S, D] layout `_blocks` and `_band` take
+    valid = _pad_to(key_mask, 1, padded, c) > 0  # [B, Sp]
+    qb = _grouped_5d(_blocks(_pad_to(q, 2, padded, c), c), groups)  # [B, Hkv, G, n, c, D]
+    kb = _band(_blocks(_pad_to(k, 2, padded, c), c)).unsqueeze(2)  # [B, Hkv, 1, n, 3c, D]
+    vb = _band(_blocks(_pad_to(v, 2, padded, c), c)).unsqueeze(2)
+    key_pos = _band(_blocks(as_blocks, c))[0, 0, :, :, 0]  # [n, 3c]; 0 where beyond the ends
+    key_ok = _band(_blocks(valid[:, None, :, None], c))[:, 0, :, :, 0]  # [B, n, 3c]
+    query_pos = _blocks(as_blocks, c)[0, 0, :, :, 0]  # [n, c]
+    near = (query_pos.unsqueeze(-1) - key_pos.unsqueeze(-2)).abs() <= c  # [n, c, 3c]
+    band_mask = near.unsqueeze(0) & key_ok.unsqueeze(2) & (key_pos >= g).unsqueeze(1).unsqueeze(0)
+    scores = torch.matmul(qb, kb.transpose(-1, -2)) * scale  # [B, Hkv, G, n, c, 3c]
+    if relative is not None:  # [n, c, 3c, H] -> [1, Hkv, G, n, c, 3c]
+        band_bias = relative.lookup(key_pos.unsqueeze(-2) - query_pos.unsqueeze(-1))
+        scores = scores + band_bias.permute(3, 0, 1, 2).unflatten(0, (-1, groups)).unsqueeze(0)
+    scores = torch.where(band_mask[:, None, None], scores, torch.finfo(scores.dtype).min)
+    blocks = [scores]
+    if g:
+        # The first g keys, zero-padded (and masked) when the input is shorter than g.
+        kg = _pad_to(k, 2, s + g, g)[:, :, :g].unsqueeze(2)  # [B, Hkv, 1, g, D]
+        vg = _pad_to(v, 2, s + g, g)[:, :, :g].unsqueeze(2)
+        flat_q = qb.flatten(3, 4)  # [B, Hkv, G, Sp, D]
+        global_scores = torch.matmul(flat_q, kg.transpose(-1, -2)) * scale  # [B, Hkv, G, Sp, g]
+        if relative is not None:
+            global_bias = relative(positions.unsqueeze(0), torch.arange(g, device=q.device))
+            global_scores = global_scores + global_bias.unflatten(1, (-1, groups))
+        global_ok = (_pad_to(key_mask, 1, s + g, g)[:, :g] > 0)[:, None, None, None, :]
+        global_scores = torch.where(global_ok, global_scores, torch.finfo(scores.dtype).min)
+        blocks.append(global_scores.unflatten(3, (-1, c)))  # [B, Hkv, G, n, c, g]
+    probs = torch.softmax(torch.cat(blocks, dim=-1) if g else scores, dim=-1)
+    out = torch.matmul(probs[..., : 3 * c], vb)
+    if g:
+        out = out + torch.matmul(probs[..., 3 * c :].flatten(3, 4), vg).unflatten(3, (-1, c))
+    out = _first(out.flatten(3, 4).flatten(1, 2), 2, s)  # [B, H, S, D]
+    if not g:
+        return out
+    keys = _first(positions, 0, s)
+    bias = relative(keys[:g].unsqueeze(0), keys) if relative is not None else None
+    global_rows, _ = attend(q[:, :, :g], [KeyBlock(k, v, padding_mask(key_mask), bias)], scale, groups)
+    return torch.cat([global_rows, out[:, :, g:]], dim=2)
+
+
 class RelativePositionBias(nn.Module):
     """Learned scalar bias per head and distance bucket (T5).
 
@@ -166,13 +258,16 @@ class RelativePositionBias(nn.Module):
         table = relative_position_buckets(relative, bidirectional, num_buckets, max_distance)
         self.register_buffer("bucket_table", table, persistent=False)
 
+    def lookup(self, relative: Tensor) -> Tensor:
+        """key - query distances `[...]` -> bias `[..., H]`."""
+        relative = relative.clamp(-self.max_distance, self.max_distance)
+        return self.embedding(self.bucket_table[relative + self.max_distance])
+
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """q_pos `[B, Tq]`, k_pos `[B, Tk]` or `[Tk]` -> bias `[B, H, Tq, Tk]`."""
         if k_pos.dim() == 1:
             k_pos = k_pos.unsqueeze(0)
-        relative = (k_pos.unsqueeze(-2) - q_pos.unsqueeze(-1)).clamp(-self.max_distance, self.max_distance)
-        buckets = self.bucket_table[relative + self.max_distance]
-        return self.embedding(buckets).permute(0, 3, 1, 2)
+        return self.lookup(k_pos.unsqueeze(-2) - q_pos.unsqueeze(-1)).permute(0, 3, 1, 2)
 
 
 class MultiHeadAttention(nn.Module):
@@ -193,8 +288,18 @@ class MultiHeadAttention(nn.Module):
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self._heads(self.k_proj(x), self.n_kv_heads), self._heads(self.v_proj(x), self.n_kv_heads)
 
+    @property
+    def groups(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    def queries(self, x: Tensor) -> Tensor:
+        return self._heads(self.q_proj(x), self.n_heads)
+
+    def output(self, heads: Tensor) -> Tensor:
+        """`[B, H, T, D]` -> `[B, T, d_model]`."""
+        return self.o_proj(heads.transpose(1, 2).flatten(2))
+
     def forward(self, x: Tensor, blocks: list[KeyBlock]) -> tuple[Tensor, Tensor]:
         """-> (output `[B, T, d_model]`, attention weights `[B, H, T, keys]`)."""
-        q = self._heads(self.q_proj(x), self.n_heads)
-        out, probs = attend(q, blocks, self.scale, self.n_heads // self.n_kv_heads)
-        return self.o_proj(out.transpose(1, 2).flatten(2)), probs
+        out, probs = attend(self.queries(x), blocks, self.scale, self.groups)
+        return self.output(out), probs

@@ -11,6 +11,7 @@ decoding is checked against.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from export.attention import (
     KeyBlock,
     MultiHeadAttention,
     RelativePositionBias,
+    banded_attention,
     combine,
     padding_mask,
     pattern_mask,
@@ -89,9 +91,7 @@ class Residual(nn.Module):
         return self.norm(x + fn(x))
 
 
-def self_attention(attn: MultiHeadAttention, h: Tensor, mask: Tensor | None, bias: Tensor | None) -> Tensor:
-    k, v = attn.project_kv(h)
-    return attn(h, [KeyBlock(k, v, mask, bias)])[0]
+SelfAttention = Callable[[MultiHeadAttention, Tensor], Tensor]
 
 
 class EncoderLayer(nn.Module):
@@ -100,8 +100,8 @@ class EncoderLayer(nn.Module):
         self.self_attn = Residual(spec, attention_module(spec))
         self.ffn = Residual(spec, FeedForward(spec))
 
-    def forward(self, x: Tensor, mask: Tensor | None, bias: Tensor | None) -> Tensor:
-        x = self.self_attn(x, lambda h: self_attention(self.self_attn.inner, h, mask, bias))
+    def forward(self, x: Tensor, self_attention: SelfAttention) -> Tensor:
+        x = self.self_attn(x, lambda h: self_attention(self.self_attn.inner, h))
         return self.ffn(x)
 
 
@@ -207,11 +207,25 @@ class Seq2SeqModel(nn.Module):
         """Source tokens -> cross-attention (K, V) per decoder layer, each `[B, Hkv, S, D]`."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.encoder.embed(self.shared, input_ids, positions.unsqueeze(0))
-        pos = positions.unsqueeze(0).expand(input_ids.shape[0], -1)
-        mask = combine(padding_mask(attention_mask), pattern_mask(self.spec.encoder.attention, pos, positions, False))
-        bias = self.encoder.relative_bias(pos[:1], positions) if self.encoder.relative_bias is not None else None
+        spec, relative = self.spec.encoder.attention, self.encoder.relative_bias
+        if spec.kind in ("local", "local_global"):
+
+            def self_attention(attn: MultiHeadAttention, h: Tensor) -> Tensor:
+                k, v = attn.project_kv(h)
+                out = banded_attention(attn.queries(h), k, v, attention_mask, spec, attn.scale, attn.groups, relative)
+                return attn.output(out)
+
+        else:
+            pos = positions.unsqueeze(0)
+            mask = padding_mask(attention_mask)
+            bias = relative(pos, positions) if relative is not None else None
+
+            def self_attention(attn: MultiHeadAttention, h: Tensor) -> Tensor:
+                k, v = attn.project_kv(h)
+                return attn(h, [KeyBlock(k, v, mask, bias)])[0]
+
         for layer in self.encoder_layers:
-            x = layer(x, mask, bias)
+            x = layer(x, self_attention)
         hidden = self.encoder.finish(x)
         return [layer.cross_attn.inner.project_kv(hidden) for layer in self.decoder_layers]
 

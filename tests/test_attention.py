@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from export.attention import (
+    KeyBlock,
     RelativePositionBias,
+    attend,
+    banded_attention,
     combine,
     padding_mask,
     pattern_mask,
@@ -139,3 +142,33 @@ def test_sinusoidal_table_is_marian_layout():
             angle = pos / 10000 ** (2 * j / 6)
             assert table[pos, j] == pytest.approx(math.sin(angle), abs=1e-6)
             assert table[pos, 3 + j] == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+BANDED = [
+    (heads, window, g, rel)
+    for heads in [(4, 4), (4, 2)]
+    for window in [1, 3]
+    for g in [0, 2, 4]
+    for rel in [False, True]
+]
+
+
+@pytest.mark.parametrize(("heads", "window", "g", "rel"), BANDED)
+def test_banded_local_attention_equals_masked(heads, window, g, rel):
+    """The O(S * window) encoder path gives exactly the masked O(S^2) result, padding and
+    inputs shorter than a block or than the global tokens included."""
+    torch.manual_seed(3)
+    h, hkv = heads
+    spec = AttentionSpec(kind="local_global" if g else "local", window=window, global_tokens=g)
+    relative = RelativePositionBias(h, 8, 16, bidirectional=True) if rel else None
+    for lengths in ([11, 7, 1], [3, 2, 3], [16, 16, 9], [1, 1, 1]):
+        b, t, d = len(lengths), max(lengths), 8
+        q, k, v = torch.randn(b, h, t, d), torch.randn(b, hkv, t, d), torch.randn(b, hkv, t, d)
+        key_mask = torch.tensor([[1] * n + [0] * (t - n) for n in lengths])
+        pos = torch.arange(t).expand(b, t)
+        mask = combine(padding_mask(key_mask), pattern_mask(spec, pos, torch.arange(t), False))
+        bias = relative(pos[:1], torch.arange(t)) if rel else None
+        want = attend(q, [KeyBlock(k, v, mask, bias)], 0.3, h // hkv)[0]
+        got = banded_attention(q, k, v, key_mask, spec, 0.3, h // hkv, relative)
+        for i, n in enumerate(lengths):
+            assert torch.allclose(got[i, :, :n], want[i, :, :n], atol=1e-5), lengths
