@@ -1,0 +1,146 @@
+"""`heed bench http`: heed behind its HTTP server, 1 to 64 concurrent streaming clients.
+
+Serves heed's int8 import of the reference checkpoint (`heed bench engine` prepares it in the same
+work folder) with `heed serve` in a subprocess on 127.0.0.1. Each client sends streaming
+`/v1/generate` requests one after another (24 source tokens, 48 target tokens forced) for a fixed
+time; the server, the tokenizer and the clients share the machine's cores with ONNX Runtime, as
+in production. Reports throughput (target tokens/s), p50/p99 latency and time to first token,
+and, when `engine.json` from the same work folder has them, the ratios to heed's own offline
+batch-64 throughput and to CTranslate2 int8 at batch 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from loadtests.bench_engine import NEW_TOKENS, prepare_heed
+from loadtests.reference import build_checkpoint, source_texts
+
+CONCURRENCY = [1, 8, 32, 64]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def client(http: httpx.AsyncClient, model: str, texts: list[str], until: float, samples: list) -> None:
+    i = 0
+    while time.perf_counter() < until:
+        body = {
+            "model": model,
+            "input": texts[i % len(texts)],
+            "stream": True,
+            "max_new_tokens": NEW_TOKENS,
+            "min_new_tokens": NEW_TOKENS,
+        }
+        start = time.perf_counter()
+        first = None
+        async with http.stream("POST", "/v1/generate", json=body) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                if first is None and "token" in event:
+                    first = time.perf_counter() - start
+                if event.get("done"):
+                    samples.append((time.perf_counter() - start, first, event["output_tokens"]))
+        i += 1
+
+
+async def level(base: str, model: str, texts: list[str], clients: int, seconds: float) -> dict:
+    samples: list[tuple[float, float, int]] = []
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http, model, texts[c:], start + seconds, samples) for c in range(clients)))
+        wall = time.perf_counter() - start
+    latency = [s[0] for s in samples]
+    ttft = [s[1] for s in samples if s[1] is not None]
+    return {
+        "clients": clients,
+        "requests": len(samples),
+        "tokens_per_s": sum(s[2] for s in samples) / wall,
+        "p50_latency_s": statistics.median(latency),
+        "p99_latency_s": percentile(latency, 0.99),
+        "p50_ttft_s": statistics.median(ttft),
+        "p99_ttft_s": percentile(ttft, 0.99),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="heed bench http", description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("artifacts/bench"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=30, help="per concurrency level")
+    parser.add_argument("--model", default="heed-int8", choices=["heed-int8", "heed-fp32"])
+    parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)))
+    args = parser.parse_args(argv)
+
+    checkpoint = build_checkpoint(args.work / "reference-hf")
+    directory = prepare_heed(checkpoint, args.work)[args.model]
+    repo = args.work / "http-repo"
+    repo.mkdir(exist_ok=True)
+    link = repo / args.model
+    if not link.exists():
+        link.symlink_to(directory.resolve())
+    texts = source_texts(checkpoint, 64)
+    port = free_port()
+    env = os.environ | {"HEED_INTRA_OP_THREADS": str(args.threads), "HEED_KV_ROWS": "64", "HEED_QUEUE_SIZE": "256"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--model-repo", str(repo), "--port", str(port)], env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        results = []
+        for clients in map(int, args.clients.split(",")):
+            row = asyncio.run(level(base, args.model, texts, clients, args.seconds))
+            results.append(row)
+            print(
+                f"{clients:3d} clients  {row['tokens_per_s']:8.1f} tok/s  p50 {row['p50_latency_s']:6.2f} s  "
+                f"p99 {row['p99_latency_s']:6.2f} s  (p99/p50 {row['p99_latency_s'] / row['p50_latency_s']:.2f})  "
+                f"TTFT p50 {row['p50_ttft_s'] * 1000:7.1f} ms  p99 {row['p99_ttft_s'] * 1000:7.1f} ms",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.wait(60)
+    engine = args.work / "engine.json"
+    if engine.is_file():
+        offline = {r["workload"]: r["tokens_per_s"] for r in json.loads(engine.read_text())["results"]}
+        b64 = offline.get("greedy b64", {})
+        top = next((r for r in results if r["clients"] == 64), results[-1])
+        for name in (args.model, "ct2-int8"):
+            if name in b64:
+                print(
+                    f"HTTP {top['clients']} clients / offline {name} batch 64: {top['tokens_per_s'] / b64[name]:.2f}x"
+                )
+    (args.work / "http.json").write_text(json.dumps({"model": args.model, "results": results}, indent=2))
+    print(f"wrote {args.work / 'http.json'}")
+    return 0
