@@ -23,12 +23,13 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.engine import Generation
+from service.engine import Generation, Sequence
 from service.errors import (
     InputTooLong,
     InvalidInput,
@@ -41,8 +42,10 @@ from service.errors import (
 from service.manifest import MANIFEST_FILE, Manifest, load_manifest
 from service.metrics import Metrics
 from service.options import GenerationOptions
+from service.page import install_page
 from service.scheduler import Cancelled, Job, Scheduler, TokenStream
 from service.schemas import (
+    Alignment,
     DecodeRequest,
     ErrorResponse,
     GenerateRequest,
@@ -53,9 +56,12 @@ from service.schemas import (
     Output,
     SummarizeResponse,
     TextRequest,
+    TranslateRequest,
     TranslateResponse,
+    Translation,
     Usage,
 )
+from service.security import Guard, RequestIdFilter, parse_list
 from service.settings import Settings
 
 log = logging.getLogger("heed.app")
@@ -145,7 +151,7 @@ def discover(repo: Path) -> dict[str, tuple[Path, Manifest]]:
         raise ModelLoadError(f"model repository {repo} is not a directory")
     found: dict[str, tuple[Path, Manifest]] = {}
     for directory in sorted(p for p in repo.iterdir() if (p / MANIFEST_FILE).is_file()):
-        manifest = load_manifest(directory)
+        manifest = load_manifest(directory, verify_hashes=False)  # hashes: on the model's thread (Scheduler)
         if manifest.name in found:
             raise ModelLoadError(f"{directory}: model name {manifest.name!r} is also used by {found[manifest.name][0]}")
         found[manifest.name] = (directory, manifest)
@@ -196,9 +202,17 @@ def model_info(scheduler: Scheduler, settings: Settings) -> ModelInfo:
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def error_response(status: int, type_: str, message: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    request: Request, status: int, type_: str, message: str, retry_after: int | None = None
+) -> JSONResponse:
+    """heed's one error shape, with the request's id (set by `Guard`) in the body and the headers:
+    Starlette's 500 handler answers from outside the middleware, so the header is set here too."""
+    rid = getattr(request.state, "request_id", None)
+    headers = {"X-Request-ID": rid} if rid else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    error = {"type": type_, "message": message, "request_id": rid}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
@@ -221,20 +235,25 @@ def describe_validation_error(errors: list[dict]) -> tuple[str, str]:
 def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, e: RequestError) -> JSONResponse:
-        return error_response(e.status, e.type, e.message, settings.retry_after if e.status == 503 else None)
+        if e.status >= 500 and e.status != 503:
+            log.error("request %s answered %d %s: %s", request.state.request_id, e.status, e.type, e.message)
+        return error_response(request, e.status, e.type, e.message, settings.retry_after if e.status == 503 else None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
-        return error_response(422, *describe_validation_error(e.errors()))
+        return error_response(request, 422, *describe_validation_error(e.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return error_response(e.status_code, HTTP_ERROR_TYPES.get(e.status_code, "http_error"), str(e.detail))
+        if e.status_code == 400:  # FastAPI could not parse the body: bad JSON, answered like the rest of it
+            message = "the body is not JSON heed can read (invalid UTF-8, nested too deep, or a number too long)"
+            return error_response(request, 422, "invalid_input", message)
+        return error_response(request, e.status_code, HTTP_ERROR_TYPES.get(e.status_code, "http_error"), str(e.detail))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, e: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(500, "internal_error", "internal server error; the server log has the details")
+        return error_response(request, 500, "internal_error", "internal server error; the server log has the details")
 
 
 # -- request accounting ---------------------------------------------------------------------------
@@ -284,6 +303,7 @@ def submit(
     task: str | None,
     inputs: str | list[str],
     stream: bool = False,
+    return_alignment: bool = False,
 ) -> tuple[Scheduler, Job]:
     """Validate and tokenize on the request path, then queue; raises `RequestError`s."""
     arrival = time.monotonic()
@@ -292,6 +312,9 @@ def submit(
     texts = [inputs] if isinstance(inputs, str) else inputs
     if len(texts) > heed.settings.max_texts:
         raise InputTooLong(f"{len(texts)} texts in one request; this server takes at most {heed.settings.max_texts}")
+    chars = sum(len(t) for t in texts)
+    if chars > heed.settings.max_input_chars:
+        raise InputTooLong(f"{chars} characters of input; this server takes at most {heed.settings.max_input_chars}")
     if stream and len(texts) != 1:
         raise InvalidInput('"stream": true takes exactly one input text')
     sources = scheduler.manifest.source_languages
@@ -300,10 +323,15 @@ def submit(
     options = GenerationOptions(**{name: getattr(body, name) for name in GenerationOptions.model_fields})
     tokens = TokenStream(asyncio.get_running_loop(), scheduler.engine.codec.decode) if stream else None
     sequences = scheduler.engine.prepare(
-        texts, options, body.target_lang, body.truncate, on_token=tokens.on_token if tokens else None
+        texts,
+        options,
+        body.target_lang,
+        body.truncate,
+        on_token=tokens.on_token if tokens else None,
+        return_alignment=return_alignment,
     )
     timeout = min(body.timeout or heed.settings.request_timeout, heed.settings.request_timeout)
-    return scheduler, scheduler.submit(sequences, arrival + timeout, tokens)
+    return scheduler, scheduler.submit(sequences, arrival + timeout, tokens, request.state.request_id)
 
 
 async def answer(request: Request, scheduler: Scheduler, job: Job) -> list[Generation]:
@@ -336,7 +364,8 @@ async def event_stream(scheduler: Scheduler, job: Job) -> AsyncIterator[str]:
             yield sse({"token": {"id": event.token_id, "text": event.text}})
         outcome = job.future.result()
         if isinstance(outcome, RequestError):
-            yield sse({"error": {"type": outcome.type, "message": outcome.message}}, event="error")
+            error = {"type": outcome.type, "message": outcome.message, "request_id": job.request_id}
+            yield sse({"error": error}, event="error")
             return
         g = outcome[0]
         yield sse(
@@ -359,6 +388,16 @@ def outputs(results: list[Generation]) -> tuple[list[Output], Usage]:
         input_tokens=sum(r.input_tokens for r in results), output_tokens=sum(r.output_tokens for r in results)
     )
     return [Output(**_fields(r)) for r in results], usage
+
+
+def alignment(scheduler: Scheduler, sequence: Sequence) -> Alignment:
+    """A finished sequence's alignment with the token strings that label its columns and rows."""
+    codec, result = scheduler.engine.codec, sequence.result
+    return Alignment(
+        source_tokens=codec.tokens(sequence.input_ids),
+        target_tokens=codec.tokens(result.token_ids),
+        weights=result.alignment or [],
+    )
 
 
 def _fields(r: Generation) -> dict:
@@ -394,7 +433,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.heed = heed
     app.add_middleware(RequestAccounting, heed=heed)
+    app.add_middleware(
+        Guard,
+        keys=parse_list(settings.api_keys.get_secret_value() if settings.api_keys else None),
+        max_body_bytes=settings.max_body_bytes,
+    )
+    if settings.cors_origins:  # off unless configured: browsers may not call heed from other origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=parse_list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     install_error_handlers(app, settings)
+    install_page(app)
 
     @app.get("/healthz", summary="liveness")
     async def healthz() -> dict:
@@ -414,7 +467,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/models", response_model=ModelList)
     async def list_models() -> ModelList:
-        return ModelList(models=[model_info(heed.schedulers[n], settings) for n in sorted(heed.schedulers)])
+        models = [model_info(heed.schedulers[n], settings) for n in sorted(heed.schedulers)]
+        return ModelList(models=models, defaults={task: name for task, name in heed.defaults.items() if name})
 
     @app.get("/v1/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
     async def get_model(name: str, request: Request) -> ModelInfo:
@@ -423,10 +477,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.state.model = name
         return model_info(heed.schedulers[name], settings)
 
-    @app.post("/v1/translate", response_model=TranslateResponse, responses=ERROR_RESPONSES)
-    async def translate(body: TextRequest, request: Request) -> TranslateResponse:
-        scheduler, job = submit(heed, request, body, body.model, "translate", body.text)
-        translations, usage = outputs(await answer(request, scheduler, job))
+    @app.post(
+        "/v1/translate", response_model=TranslateResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES
+    )
+    async def translate(body: TranslateRequest, request: Request) -> TranslateResponse:
+        with_alignment = body.return_alignment
+        scheduler, job = submit(heed, request, body, body.model, "translate", body.text, False, with_alignment)
+        _, usage = outputs(await answer(request, scheduler, job))
+        translations = [
+            Translation(**_fields(s.result), alignment=alignment(scheduler, s) if with_alignment else None)
+            for s in job.sequences
+        ]
         return TranslateResponse(model=scheduler.name, translations=translations, usage=usage)
 
     @app.post("/v1/summarize", response_model=SummarizeResponse, responses=ERROR_RESPONSES)
@@ -481,7 +542,11 @@ class GracefulServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> int:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on", access_log=False

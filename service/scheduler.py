@@ -22,7 +22,8 @@ from pathlib import Path
 
 from service.engine import Engine, Generation, Sequence
 from service.errors import DeadlineExceeded, Overloaded, RequestError
-from service.manifest import Manifest
+from service.faults import inject_decoder_fault
+from service.manifest import Manifest, load_manifest
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -99,8 +100,10 @@ class Job:
         deadline: float,
         loop: asyncio.AbstractEventLoop,
         stream: TokenStream | None = None,
+        request_id: str | None = None,
     ):
         self.sequences, self.deadline, self.loop, self.stream = sequences, deadline, loop, stream
+        self.request_id = request_id
         self.pending: deque[Sequence] = deque(sequences)
         self.future: asyncio.Future[list[Generation] | RequestError] = loop.create_future()
         self.created = time.monotonic()
@@ -143,14 +146,20 @@ class Scheduler:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, sequences: list[Sequence], deadline: float, stream: TokenStream | None = None) -> Job:
+    def submit(
+        self,
+        sequences: list[Sequence],
+        deadline: float,
+        stream: TokenStream | None = None,
+        request_id: str | None = None,
+    ) -> Job:
         """Queue a prepared request; raises `Overloaded` when the queue is full or the server stops."""
         with self._cond:
             if self._stopping:
                 raise Overloaded("the server is shutting down")
             if len(self._waiting) >= self.settings.queue_size:
                 raise Overloaded(f"model '{self.name}' has {len(self._waiting)} requests waiting; retry later")
-            job = Job(sequences, deadline, asyncio.get_running_loop(), stream)
+            job = Job(sequences, deadline, asyncio.get_running_loop(), stream, request_id)
             self._waiting.append(job)
             self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
             self._cond.notify()
@@ -183,13 +192,17 @@ class Scheduler:
 
     def _main(self) -> None:
         try:
+            load_manifest(self.directory)  # file hashes, checked here: a corrupt model must not stop the others
             self.engine = Engine(self.directory, self.settings, self.manifest)
             if self.settings.warmup:
                 self._warm_up()
-        except Exception as e:  # the model stays unready and says why
-            log.exception("model %s failed to load", self.name)
+        except Exception as e:  # the model stays unready and says why; the other models are served
             self.load_error = f"{type(e).__name__}: {e}"
+            log.error("model %s failed to load from %s, not served: %s", self.name, self.directory, self.load_error)
+            log.debug("model %s load failure", self.name, exc_info=True)
             return
+        if self.settings.fault_decoder_run is not None:
+            inject_decoder_fault(self.engine.runner, self.settings.fault_decoder_run)
         self.ready = not self._stopping
         log.info("model %s ready (%d KV rows)", self.name, self.engine.cache.max_rows)
         while True:
@@ -201,7 +214,8 @@ class Scheduler:
             try:
                 self._iterate()
             except Exception:
-                log.exception("scheduler of %s failed an iteration; failing its running requests", self.name)
+                ids = ", ".join(str(j.request_id) for j in self._active)
+                log.exception("scheduler of %s failed an iteration; failing its running requests: %s", self.name, ids)
                 self._fail_active(InternalError("the model failed while decoding this request"))
         for job in [*self._active, *self._waiting]:
             self._drop(job, Overloaded("the server shut down before this request finished"))

@@ -93,6 +93,7 @@ class ModelList(BaseModel):
 class ErrorDetail(BaseModel):
     type: str
     message: str
+    request_id: str | None = Field(None, description="the response's X-Request-ID; quote it when reporting a problem")
 
 
 class ErrorResponse(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,3 +37,15 @@ class Settings(BaseSettings):
     default_summarize_model: str | None = Field(None, description="model of /v1/summarize without 'model'")
     warmup: bool = Field(True, description="decode a few tokens per model before reporting ready")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    # Security and request limits (service/security.py).
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated API keys; when set, /v1 and the docs need 'Authorization: Bearer <key>'"
+    )
+    cors_origins: str | None = Field(None, description="comma-separated origins allowed by CORS; unset = CORS off")
+    max_body_bytes: int = Field(1 << 20, ge=1, description="request bodies over this many bytes get 413")
+    max_input_chars: int = Field(100_000, ge=1, description="characters of all texts of one request; more -> 413")
+
+    # Testing only, read at start (no request can turn it on): the Nth decoder run after warm-up
+    # fails inside ONNX Runtime, to test that one failing request does not take the server down.
+    fault_decoder_run: int | None = Field(None, ge=1, description="testing only: fail the Nth decoder run")

@@ -173,8 +173,9 @@ def test_bad_input_gets_its_4xx_in_one_shape(server, method, path, body, status,
         r = server.client.request(method, path, json=body)
     assert r.status_code == status, r.text
     error = r.json()["error"]
-    assert set(error) == {"type", "message"}
+    assert set(error) == {"type", "message", "request_id"}
     assert error["type"] == error_type and error["message"]
+    assert error["request_id"] == r.headers["x-request-id"]
 
 
 def test_truncate_cuts_a_long_input_instead_of_refusing(server):
