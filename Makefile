@@ -46,12 +46,17 @@ clean:
 	rm -rf $(SERVE_VENV) $(DEV_VENV) $(MODEL_REPO)
 
 # Debian packages the tests need: prometheus (server and promtool) for the alert-rule tests and
-# the scrape integration test. apt-get runs only when a binary is missing.
+# the scrape integration test; chromium and chromium-driver for the browser test of the page at /.
+# apt-get runs only when a binary is missing.
 system-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 # A bounded headless locust run (loadtests/locustfile.py, its ramp shape) against a local heed
 # serving $(MODEL_REPO); CSV stats go to $(LOADTEST_OUT)_*.csv. Fails on any request failure.

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.engine import Generation
+from service.engine import Generation, Sequence
 from service.errors import (
     InputTooLong,
     InvalidInput,
@@ -42,8 +42,10 @@ from service.errors import (
 from service.manifest import MANIFEST_FILE, Manifest, load_manifest
 from service.metrics import Metrics
 from service.options import GenerationOptions
+from service.page import install_page
 from service.scheduler import Cancelled, Job, Scheduler, TokenStream
 from service.schemas import (
+    Alignment,
     DecodeRequest,
     ErrorResponse,
     GenerateRequest,
@@ -54,7 +56,9 @@ from service.schemas import (
     Output,
     SummarizeResponse,
     TextRequest,
+    TranslateRequest,
     TranslateResponse,
+    Translation,
     Usage,
 )
 from service.security import Guard, RequestIdFilter, parse_list
@@ -299,6 +303,7 @@ def submit(
     task: str | None,
     inputs: str | list[str],
     stream: bool = False,
+    return_alignment: bool = False,
 ) -> tuple[Scheduler, Job]:
     """Validate and tokenize on the request path, then queue; raises `RequestError`s."""
     arrival = time.monotonic()
@@ -318,7 +323,12 @@ def submit(
     options = GenerationOptions(**{name: getattr(body, name) for name in GenerationOptions.model_fields})
     tokens = TokenStream(asyncio.get_running_loop(), scheduler.engine.codec.decode) if stream else None
     sequences = scheduler.engine.prepare(
-        texts, options, body.target_lang, body.truncate, on_token=tokens.on_token if tokens else None
+        texts,
+        options,
+        body.target_lang,
+        body.truncate,
+        on_token=tokens.on_token if tokens else None,
+        return_alignment=return_alignment,
     )
     timeout = min(body.timeout or heed.settings.request_timeout, heed.settings.request_timeout)
     return scheduler, scheduler.submit(sequences, arrival + timeout, tokens, request.state.request_id)
@@ -380,6 +390,16 @@ def outputs(results: list[Generation]) -> tuple[list[Output], Usage]:
     return [Output(**_fields(r)) for r in results], usage
 
 
+def alignment(scheduler: Scheduler, sequence: Sequence) -> Alignment:
+    """A finished sequence's alignment with the token strings that label its columns and rows."""
+    codec, result = scheduler.engine.codec, sequence.result
+    return Alignment(
+        source_tokens=codec.tokens(sequence.input_ids),
+        target_tokens=codec.tokens(result.token_ids),
+        weights=result.alignment or [],
+    )
+
+
 def _fields(r: Generation) -> dict:
     return {
         "text": r.text,
@@ -427,6 +447,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
         )
     install_error_handlers(app, settings)
+    install_page(app)
 
     @app.get("/healthz", summary="liveness")
     async def healthz() -> dict:
@@ -446,7 +467,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/models", response_model=ModelList)
     async def list_models() -> ModelList:
-        return ModelList(models=[model_info(heed.schedulers[n], settings) for n in sorted(heed.schedulers)])
+        models = [model_info(heed.schedulers[n], settings) for n in sorted(heed.schedulers)]
+        return ModelList(models=models, defaults={task: name for task, name in heed.defaults.items() if name})
 
     @app.get("/v1/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
     async def get_model(name: str, request: Request) -> ModelInfo:
@@ -455,10 +477,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.state.model = name
         return model_info(heed.schedulers[name], settings)
 
-    @app.post("/v1/translate", response_model=TranslateResponse, responses=ERROR_RESPONSES)
-    async def translate(body: TextRequest, request: Request) -> TranslateResponse:
-        scheduler, job = submit(heed, request, body, body.model, "translate", body.text)
-        translations, usage = outputs(await answer(request, scheduler, job))
+    @app.post(
+        "/v1/translate", response_model=TranslateResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES
+    )
+    async def translate(body: TranslateRequest, request: Request) -> TranslateResponse:
+        with_alignment = body.return_alignment
+        scheduler, job = submit(heed, request, body, body.model, "translate", body.text, False, with_alignment)
+        _, usage = outputs(await answer(request, scheduler, job))
+        translations = [
+            Translation(**_fields(s.result), alignment=alignment(scheduler, s) if with_alignment else None)
+            for s in job.sequences
+        ]
         return TranslateResponse(model=scheduler.name, translations=translations, usage=usage)
 
     @app.post("/v1/summarize", response_model=SummarizeResponse, responses=ERROR_RESPONSES)

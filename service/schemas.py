@@ -30,6 +30,12 @@ class TextRequest(DecodeRequest):
     text: str | list[str]
 
 
+class TranslateRequest(TextRequest):
+    return_alignment: bool = Field(
+        False, description="also return each output token's cross-attention over the input tokens"
+    )
+
+
 class GenerateRequest(DecodeRequest):
     """`/v1/generate`: any model; with `stream` the tokens arrive as Server-Sent Events."""
 
@@ -54,9 +60,24 @@ class Usage(BaseModel):
     output_tokens: int
 
 
+class Alignment(BaseModel):
+    """Which input tokens each output token attended to: the cross-attention of one decoder layer
+    (the manifest's `alignment_layer`), averaged over heads."""
+
+    source_tokens: list[str] = Field(description="the input's tokens as the model read them (language tag, EOS)")
+    target_tokens: list[str] = Field(description="the output tokens (EOS included when decoding ended on it)")
+    weights: list[list[float]] = Field(
+        description="one row per target token, one column per source token; each row sums to 1"
+    )
+
+
+class Translation(Output):
+    alignment: Alignment | None = Field(None, description='only with "return_alignment": true')
+
+
 class TranslateResponse(BaseModel):
     model: str
-    translations: list[Output]
+    translations: list[Translation]
     usage: Usage
 
 
@@ -88,6 +109,9 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    defaults: dict[str, str] = Field(
+        {}, description='task -> the model a request without "model" goes to (tasks with a model only)'
+    )
 
 
 class ErrorDetail(BaseModel):
