@@ -222,7 +222,7 @@ class Engine:
         feeds = dict(zip(self.runner.cache_inputs, [empty] * len(self.cache.self_kv) + cross))
         weights = self.runner.cross_attention(inputs, positions, self.cache.source_mask[row : row + 1], feeds)
         layer = weights[0, self.manifest.alignment_layer, :, : len(s.input_ids)]
-        return np.round(layer, 4).tolist()
+        return np.round(layer.astype(np.float64), 4).tolist()  # float64: JSON gets 0.7188, not 0.7188000082969666
 
     # -- offline use ---------------------------------------------------------------------------
 

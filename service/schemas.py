@@ -65,7 +65,7 @@ class Alignment(BaseModel):
     (the manifest's `alignment_layer`), averaged over heads."""
 
     source_tokens: list[str] = Field(description="the input's tokens as the model read them (language tag, EOS)")
-    target_tokens: list[str] = Field(description="the output tokens (EOS included when decoding ended on it)")
+    target_tokens: list[str] = Field(description="the output tokens (as in token_ids: no EOS)")
     weights: list[list[float]] = Field(
         description="one row per target token, one column per source token; each row sums to 1"
     )
