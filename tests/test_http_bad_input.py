@@ -1,0 +1,151 @@
+"""Bad input against a real `heed serve`: explicit hostile bodies (invalid UTF-8, over the size
+limit, deeply nested JSON, NaN/inf, negative and huge numbers, lists over the limits, unknown
+model, empty text) each get the right 4xx in the one error shape; then Schemathesis generates
+over a thousand requests from heed's own OpenAPI schema, and none may get a 5xx."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.http_server import running
+
+GENERATED = 1000  # at least this many Schemathesis requests
+EXAMPLES = {
+    "POST /v1/translate": 300,
+    "POST /v1/summarize": 250,
+    "POST /v1/generate": 350,
+    "GET /v1/models/{name}": 100,
+}
+
+
+@pytest.fixture(scope="module")
+def server(http_repo, tmp_path_factory):
+    log = tmp_path_factory.mktemp("logs") / "bad-input.log"
+    env = {
+        "HEED_MAX_NEW_TOKENS": "4",  # generated requests stay cheap to decode
+        "HEED_MAX_TEXTS": "4",
+        "HEED_MAX_BODY_BYTES": "65536",
+        "HEED_MAX_INPUT_CHARS": "2000",
+        "HEED_KV_ROWS": "16",
+        "HEED_QUEUE_SIZE": "1024",
+    }
+    with running(http_repo, log, **env) as s:
+        yield s
+
+
+def nested(depth: int) -> bytes:
+    return b'{"text": ' + b"[" * depth + b'"a"' + b"]" * depth + b"}"
+
+
+RAW = [
+    ("invalid UTF-8 in a string", b'{"text": "caf\xe9 \xff\xfe"}', 422, "invalid_input"),
+    ("invalid UTF-8 in a key", b'{"te\xffxt": "hello"}', 422, "invalid_input"),
+    ("nested 30000 deep", nested(30_000), 422, "invalid_input"),
+    ("nested 60 deep", nested(60), 422, "invalid_input"),
+    ("NaN", b'{"text": "a", "temperature": NaN}', 422, "invalid_options"),
+    ("Infinity", b'{"text": "a", "timeout": Infinity}', 422, "invalid_input"),
+    ("-Infinity", b'{"text": "a", "top_p": -Infinity}', 422, "invalid_options"),
+    ("1e400 (inf)", b'{"text": "a", "length_penalty": 1e400}', 422, "invalid_options"),
+    ("a 5000-digit number", b'{"text": "a", "seed": 1' + b"0" * 5000 + b"}", 422, "invalid_input"),
+    ("not JSON", b"text=hello", 422, "invalid_input"),
+    ("truncated JSON", b'{"text": "hel', 422, "invalid_input"),
+    ("JSON array", b'["hello"]', 422, "invalid_input"),
+    ("JSON null", b"null", 422, "invalid_input"),
+    ("empty body", b"", 422, "invalid_input"),
+    ("over the size limit", b'{"text": "' + b"a" * 70_000 + b'"}', 413, "body_too_large"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "type_"), [r[1:] for r in RAW], ids=[r[0] for r in RAW])
+def test_hostile_bodies_get_their_4xx(server, body, status, type_):
+    r = server.client.post("/v1/translate", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["type"] == type_ and error["message"] and error["request_id"] == r.headers["x-request-id"]
+
+
+CASES = [
+    ("negative max_new_tokens", {"max_new_tokens": -1}, 422, "invalid_options"),
+    ("zero beam", {"beam_size": 0}, 422, "invalid_options"),
+    ("negative seed", {"seed": -1}, 422, "invalid_options"),
+    ("negative timeout", {"timeout": -5}, 422, "invalid_input"),
+    ("huge max_new_tokens", {"max_new_tokens": 10**30}, 422, "invalid_options"),
+    ("huge beam", {"beam_size": 2**63}, 422, "invalid_options"),
+    ("seed past 64 bits", {"seed": 2**64}, 422, "invalid_options"),
+    ("huge top_k", {"top_k": 10**20}, 200, None),  # more than the vocabulary: no cut
+    ("huge timeout", {"timeout": 1e308}, 200, None),  # capped by HEED_REQUEST_TIMEOUT
+    ("texts over the limit", {"text": ["a"] * 5}, 413, "input_too_long"),
+    ("characters over the limit", {"text": "a " * 1001}, 413, "input_too_long"),
+    ("stop list over the limit", {"stop": ["x"] * 9}, 422, "invalid_options"),
+    ("unknown model", {"model": "no-such-model"}, 404, "unknown_model"),
+    ("a model of another task", {"model": "brief"}, 422, "wrong_task"),
+    ("empty text", {"text": ""}, 422, "invalid_input"),
+    ("blank text", {"text": " \n\t "}, 422, "invalid_input"),
+    ("empty list", {"text": []}, 422, "invalid_input"),
+    ("a blank text in a list", {"text": ["hello", ""]}, 422, "invalid_input"),
+    ("text of the wrong type", {"text": 5}, 422, "invalid_input"),
+    ("a nested list", {"text": [["hello"]]}, 422, "invalid_input"),
+    ("unknown field", {"temprature": 0.5}, 422, "invalid_input"),
+    ("unknown target language", {"target_lang": "xx"}, 422, "invalid_options"),
+    ("NUL and control characters", {"text": "a\x00b\x1b[31m\u202e"}, 200, None),
+]
+
+
+@pytest.mark.parametrize(("fields", "status", "type_"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_values_get_their_4xx(server, fields, status, type_):
+    r = server.client.post("/v1/translate", json={"text": "hello"} | fields)
+    assert r.status_code == status, r.text
+    if type_ is not None:
+        assert r.json()["error"]["type"] == type_, r.text
+
+
+def retarget(case, model: str):
+    """A generated case pointed at a served model, so that generation reaches the decoder too."""
+    if isinstance(case.body, dict):
+        case.body = {**case.body, "model": model}
+    return case
+
+
+def test_schemathesis_finds_no_5xx(server):
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = {op.label: op for op in (result.ok() for result in schema.get_all_operations())}
+    assert set(EXAMPLES) <= set(operations)
+    statuses: Counter = Counter()
+    failures: list[str] = []
+
+    def run(label: str, strategy) -> None:
+        @settings(
+            max_examples=EXAMPLES.get(label, 10),
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=strategy)
+        def call(case) -> None:
+            response = case.call(base_url=server.url, timeout=60)
+            statuses[response.status_code] += 1
+            if response.status_code == 504 and isinstance(case.body, dict) and case.body.get("timeout"):
+                pass  # the request's own deadline (generated values go down to 5e-324 s): 504 is its answer
+            elif response.status_code >= 500:
+                failures.append(f"{label} {response.status_code} {case.body!r}: {response.text[:300]}")
+            elif response.status_code >= 400 and "error" not in response.json():
+                failures.append(f"{label} {response.status_code} not in the error shape: {response.text[:300]}")
+
+        call()
+
+    for label, operation in operations.items():
+        strategy = operation.as_strategy()
+        if label == "POST /v1/generate":
+            models = st.sampled_from(["tiny", "tiny-en", "brief"])
+            strategy = st.one_of(strategy, st.tuples(strategy, models).map(lambda pair: retarget(*pair)))
+        run(label, strategy)
+
+    assert failures == [], "\n".join(failures)
+    assert sum(statuses.values()) >= GENERATED, statuses
+    assert statuses[200] > 50 and statuses[422] > 50, statuses  # both valid and invalid requests were made
