@@ -237,6 +237,11 @@ class Converter(ABC):
         spec = self.spec(ckpt, weights)
         state = self.state_dict(ckpt, spec, weights)
         tokenizer = self.tokenizer(ckpt)
+        if tokenizer.get_vocab_size(with_added_tokens=True) > spec.vocab_size:
+            raise ConversionError(
+                f"{ckpt.directory}: the tokenizer has {tokenizer.get_vocab_size(with_added_tokens=True)} tokens, "
+                f"more than the model's vocabulary of {spec.vocab_size}"
+            )
         special = self.special_tokens(ckpt, tokenizer)
         return Conversion(
             architecture=self.architecture,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tokenizers import AddedToken, Tokenizer, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, processors
 from tokenizers.models import Unigram
 
 from export.hf.base import ConversionError, read_json
@@ -21,12 +21,17 @@ LANGUAGE_TAG = re.compile(r"^>>[A-Za-z_]{2,12}<<$")
 # Vocabulary entries that the source sentencepiece model never produces (target-only pieces,
 # control tokens) get this score, so that the Unigram search picks them only as sentencepiece would: never.
 NEVER = -1.0e6
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "vocab.json")
 
 
 def fast_tokenizer(directory: Path) -> Tokenizer:
     """The `tokenizers` backend transformers itself uses for this folder."""
     from transformers import AutoTokenizer  # heavy import, only where needed
 
+    directory = Path(directory)
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        # transformers would build an empty default tokenizer instead of failing
+        raise ConversionError(f"{directory}: no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
     try:
         hf = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError, TypeError) as e:
@@ -72,9 +77,14 @@ def marian_tokenizer(directory: Path, eos: str = "</s>", unk: str = "<unk>", pad
     scores = {p.piece: p.score for p in proto.pieces if p.type in (1, 4)}  # normal and user-defined pieces
     by_id = sorted(vocab.items(), key=lambda item: item[1])
     pieces = [(piece, scores.get(piece, NEVER)) for piece, _ in by_id]
-    tokenizer = SpmConverter.build_tokenizer_from_spm_proto(proto, pieces)
+    # Normalizer, pre-tokenizer and decoder exactly as for the sentencepiece model; then the ids of vocab.json.
+    tokenizer = SpmConverter.build_tokenizer_from_spm_proto(proto, [(p.piece, p.score) for p in proto.pieces])
     tokenizer.model = Unigram(pieces, unk_id=vocab[unk], byte_fallback=False)
-    specials = [eos, unk, pad, *(t for t in vocab if LANGUAGE_TAG.match(t))]
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    # transformers strips the decoded text at both ends (a trailing space is left where an <unk> was skipped)
+    # (decoders.Strip would do, but panics on an empty output)
+    tokenizer.decoder = decoders.Sequence([tokenizer.decoder, decoders.Replace(Regex(" +$"), "")])
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (eos, unk, pad)])
+    # Language tags are whole tokens but not special: transformers' Marian tokenizer decodes them as text.
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in vocab if LANGUAGE_TAG.match(t)])
     tokenizer.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, vocab[eos])])
     return tokenizer

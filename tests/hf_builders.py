@@ -1,0 +1,242 @@
+"""Tiny Hugging Face checkpoints built locally for the importer tests (no hub access).
+
+Each builder writes a folder that looks like a real checkpoint of its architecture: config and
+generation config, weights from `save_pretrained`, and tokenizer files trained here
+(sentencepiece for Marian, mBART and T5; byte-level BPE for BART).
+
+Random init gives outputs that ignore the input (every row decodes the same tokens) and logits so
+flat that fp32 noise could flip a choice; so each model is trained briefly to copy its input: outputs
+then depend on it, end with EOS at varied lengths, and have well-separated logits. The
+token-identity tests then test the importer, not luck.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+_VOCABULARY = (
+    "the a quick brown fox jumps over lazy dog hello world how are you today numbers like 12 and 345"
+    " written with digits long report about weather in mountains sea river city house tree green red"
+    " blue small large old new first last day night morning evening music book table window door"
+)
+WORDS = _VOCABULARY.split()
+LANGS = ["de", "fr"]
+
+
+def corpus(n: int = 300, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14))) for _ in range(n)]
+
+
+def inputs(n: int = 24, seed: int = 1) -> list[str]:
+    """Varied lengths (1 to ~40 words), with punctuation and case the tokenizers must handle."""
+    rng = random.Random(seed)
+    texts = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(1 + (i * 7) % 40)]
+        text = " ".join(words)
+        texts.append(text.capitalize() + ("." if i % 3 else "!"))
+    return texts
+
+
+def train_spm(vocab_size: int, **options) -> bytes:
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        minloglevel=2,
+        **options,
+    )
+    return model.getvalue()
+
+
+def fit(
+    model, tokenizer, prefix: str = "", steps: int = 120, seed: int = 0, target_prefix: list[int] = (), lr: float = 1e-2
+) -> None:
+    """A short training on a copy task (target = source text, after `target_prefix` ids such as
+    mBART's target language); dropout is off in every config."""
+    texts = corpus(400, seed=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is several times faster on a shared machine
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        batch = [texts[i] for i in torch.randint(0, len(texts), (16,), generator=g).tolist()]
+        source = tokenizer([prefix + t for t in batch], return_tensors="pt", padding=True)
+        labels = _labels(tokenizer, batch, list(target_prefix))
+        loss = model(**source, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    model.eval()
+
+
+def _labels(tokenizer, texts: list[str], target_prefix: list[int]) -> torch.Tensor:
+    if not target_prefix:
+        labels = tokenizer(texts, return_tensors="pt", padding=True).input_ids
+        labels[labels == tokenizer.pad_token_id] = -100
+        return labels
+    rows = [[*target_prefix, *tokenizer(t, add_special_tokens=False).input_ids, tokenizer.eos_token_id] for t in texts]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+
+
+def _save(model, directory: Path, **generation) -> Path:
+    if hasattr(model, "final_logits_bias"):  # a buffer training leaves at zero: make its import matter
+        with torch.no_grad():
+            model.final_logits_bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    for key, value in generation.items():
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(directory)
+    return directory
+
+
+def marian(directory: Path, steps: int = 120, **generation) -> Path:
+    """A multilingual-target Marian: `>>de<<`/`>>fr<<` tags, vocab.json ids laid out unlike the spm ids."""
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tags = [f">>{lang}<<" for lang in LANGS]
+    proto = train_spm(120, user_defined_symbols=tags)
+    (directory / "source.spm").write_bytes(proto)
+    (directory / "target.spm").write_bytes(proto)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not sp.is_control(i) and not sp.is_unknown(i)]
+    vocab = {"</s>": 0, "<unk>": 1} | {p: i + 2 for i, p in enumerate(reversed(pieces))}
+    vocab["<pad>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+    pad = vocab["<pad>"]
+    config = MarianConfig(
+        vocab_size=len(vocab),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        dropout=0.0,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=pad,
+        decoder_start_token_id=pad,
+        eos_token_id=0,
+        forced_eos_token_id=0,
+    )
+    model = MarianMTModel(config).eval()
+    fit(model, MarianTokenizer.from_pretrained(str(directory)), prefix=">>de<< ", steps=steps)
+    return _save(model, directory, bad_words_ids=[[pad]], **generation)
+
+
+def bart(directory: Path, steps: int = 120, **generation) -> Path:
+    from transformers import BartConfig, BartForConditionalGeneration, BartTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus(), trainer)
+    bpe.model.save(str(directory))  # vocab.json, merges.txt
+    tokenizer = BartTokenizer.from_pretrained(str(directory))
+    tokenizer.save_pretrained(directory)
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        dropout=0.0,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+    )
+    model = BartForConditionalGeneration(config).eval()
+    fit(model, tokenizer, steps=steps)
+    return _save(model, directory, **({"forced_bos_token_id": 0} | generation))
+
+
+def mbart(directory: Path, steps: int = 120, **generation) -> Path:
+    from transformers import MBartConfig, MBartForConditionalGeneration, MBartTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sentencepiece.bpe.model").write_bytes(train_spm(100))
+    tokenizer = MBartTokenizer.from_pretrained(str(directory), src_lang="en_XX")
+    tokenizer.save_pretrained(directory)
+    (directory / "sentencepiece.bpe.model").unlink()
+    config = MBartConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        dropout=0.0,
+        scale_embedding=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id,
+    )
+    model = MBartForConditionalGeneration(config).eval()
+    german = tokenizer.convert_tokens_to_ids("de_DE")
+    fit(model, tokenizer, steps=steps, target_prefix=[german], lr=3e-3)  # pre-norm: 1e-2 learns nothing
+    return _save(model, directory, forced_bos_token_id=german, **generation)
+
+
+def t5(directory: Path, gated: bool = False, steps: int = 120, **generation) -> Path:
+    """T5 v1.0 (ReLU, tied and scaled head) or, with `gated`, v1.1/flan-style gated-GELU."""
+    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "spiece.model").write_bytes(train_spm(100, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
+    tokenizer = T5Tokenizer.from_pretrained(str(directory), extra_ids=4)
+    tokenizer.save_pretrained(directory)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=3,
+        num_decoder_layers=2,  # depths differ on purpose (transformers 5 sizes T5's cache by num_layers)
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        feed_forward_proj="gated-gelu" if gated else "relu",
+        tie_word_embeddings=not gated,
+        decoder_start_token_id=0,
+        dropout_rate=0.0,
+    )
+    model = T5ForConditionalGeneration(config).eval()
+    fit(model, tokenizer, steps=steps)
+    return _save(model, directory, **generation)
