@@ -1,6 +1,7 @@
 """Graceful shutdown of a real `heed serve`: on SIGTERM readiness turns false, new requests get
-503, every admitted request (streamed or not) still completes, and the process exits 0; past the
-grace period the requests left are answered 503 rather than dropped."""
+503, every admitted request (streamed or not, running or still queued for rows) still completes,
+and the process exits 0; past the grace period the requests left are answered 503 rather than
+dropped."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 from tests.http_server import ROOT, Server, sse_events
 
 TOKENS = 2000
+QUEUED, QUEUED_TOKENS = 6, 50  # requests queued behind the running ones at SIGTERM
 
 
 def decode(server: Server, tokens: int = TOKENS) -> httpx.Response:
@@ -37,13 +39,17 @@ def wait_until(condition, timeout: float = 10) -> None:
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(http_repo, tmp_path):
-    server = Server(http_repo, tmp_path / "serve.log", HEED_MAX_NEW_TOKENS="8000", HEED_SHUTDOWN_GRACE="120")
+    env = {"HEED_MAX_NEW_TOKENS": "8000", "HEED_SHUTDOWN_GRACE": "120", "HEED_KV_ROWS": "4"}
+    server = Server(http_repo, tmp_path / "serve.log", **env)
     try:
         server.wait_ready()
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(4 + QUEUED) as pool:
             answers = [pool.submit(decode, server) for _ in range(3)]
             streamed = pool.submit(stream, server)
             server.wait_for("heed_kv_slots_used", 4, model="tiny")
+            # admitted but still waiting for rows when the signal comes: these must be answered too
+            answers += [pool.submit(decode, server, QUEUED_TOKENS) for _ in range(QUEUED)]
+            server.wait_for("heed_queue_depth", QUEUED, model="tiny")
             server.process.send_signal(signal.SIGTERM)
             wait_until(lambda: server.client.get("/readyz").status_code == 503)
             assert server.client.get("/readyz").json()["status"] == "draining"
@@ -53,8 +59,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(http_repo, tmp_path):
             assert not any(a.done() for a in answers), "in-flight requests ended before the refusal was tested"
             responses = [a.result(timeout=120) for a in answers]
             events = streamed.result(timeout=120)
-        assert [r.status_code for r in responses] == [200, 200, 200]
-        assert all(r.json()["translations"][0]["output_tokens"] == TOKENS for r in responses)
+        assert [r.status_code for r in responses] == [200] * (3 + QUEUED)
+        tokens = [r.json()["translations"][0]["output_tokens"] for r in responses]
+        assert tokens == [TOKENS] * 3 + [QUEUED_TOKENS] * QUEUED
         name, final = events[-1]
         assert name == "message" and final["done"] and final["output_tokens"] == TOKENS
         assert len(events) == TOKENS + 1
