@@ -1,8 +1,9 @@
 """The page at `/` in a real browser: headless Chromium (Debian's `chromium` and `chromedriver`,
-installed by `make system-deps`) driven by Selenium against a real `heed serve`. A person's steps:
-type a number, pick the target language, press Translate; the page must show the API's
-translation and a heatmap with one cell per (output token, input token), coloured by weight.
-The screenshot is kept in artifacts/browser/ for a person to look at."""
+installed by `make system-deps`) driven by Selenium against a real `heed serve` of heed's trained
+numbers model (prepared from the committed weights, so that the screenshot shows a real
+alignment). A person's steps: type a number, pick the target language, press Translate; the page
+must show the API's translation and a heatmap with one cell per (output token, input token),
+coloured by weight. The screenshot is kept in artifacts/browser/ for a person to look at."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from export.defaults import prepare
+from export.recipes import NUMBERS
 from tests.http_server import ROOT, running
 
 ARTIFACTS = ROOT / "artifacts" / "browser"
@@ -46,8 +49,10 @@ return {
 
 
 @pytest.fixture(scope="module")
-def server(http_repo, tmp_path_factory):
-    with running(http_repo, tmp_path_factory.mktemp("logs") / "browser.log", HEED_MAX_NEW_TOKENS="10") as s:
+def server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("numbers-repo")
+    prepare(repo, names=[NUMBERS.name])
+    with running(repo, tmp_path_factory.mktemp("logs") / "browser.log") as s:
         yield s
 
 
@@ -112,7 +117,7 @@ def test_translate_a_number_and_see_its_heatmap(server, browser):
     options = Select(browser.find_element(By.ID, "lang")).options
     assert [o.get_attribute("value") for o in options] == default["languages"]["target"]
 
-    for text, language in [("three hundred and forty-two", "fr"), ("1234567", "es")]:
+    for text, language in [("1234567", "es"), ("three hundred and forty-two thousand five hundred and six", "fr")]:
         translate_in_page(browser, text, language)
         body = {"text": text, "target_lang": language, "return_alignment": True}
         answer = server.client.post("/v1/translate", json=body).json()["translations"][0]
