@@ -87,7 +87,8 @@ class Search(ABC):
 
     @abstractmethod
     def step(self, logits: np.ndarray) -> np.ndarray | None:
-        """Consume `[rows, V]` logits; return each row's parent row, or None if unchanged."""
+        """Consume `[rows, V]` logits (this search's own copy: it may change them in place);
+        return each row's parent row, or None if unchanged."""
 
     def output(self) -> list[int]:
         """Generated tokens without the start token and without a final EOS."""
@@ -107,7 +108,7 @@ class Greedy(Search):
 
     def step(self, logits: np.ndarray) -> None:
         scores = process_scores(
-            logits.astype(np.float32, copy=True), self.sequences, self.cfg, self.eos_id, self.generated
+            logits.astype(np.float32, copy=False), self.sequences, self.cfg, self.eos_id, self.generated
         )
         token = self._choose(scores)
         self.sequences[0].append(token)
@@ -164,7 +165,8 @@ class BeamSearch(Search):
 
     def step(self, logits: np.ndarray) -> np.ndarray:
         k, cfg = self.rows, self.cfg
-        logp = process_scores(log_softmax(logits.astype(np.float32)), self.sequences, cfg, self.eos_id, self.generated)
+        logp = log_softmax(logits.astype(np.float32, copy=False))
+        logp = process_scores(logp, self.sequences, cfg, self.eos_id, self.generated)
         vocab = logp.shape[1]
         flat = (logp + self.running_scores[:, None]).reshape(-1)
         keep = 2 * k
