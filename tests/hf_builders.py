@@ -83,6 +83,12 @@ def fit(
     model.eval()
 
 
+def _new(model_class, config, seed: int = 0):
+    """A randomly initialized model, the same on every run (tests compare outputs, not seeds)."""
+    torch.manual_seed(seed)
+    return model_class(config).eval()
+
+
 def _labels(tokenizer, texts: list[str], target_prefix: list[int]) -> torch.Tensor:
     if not target_prefix:
         labels = tokenizer(texts, return_tensors="pt", padding=True).input_ids
@@ -137,7 +143,7 @@ def marian(directory: Path, steps: int = 120, **generation) -> Path:
         eos_token_id=0,
         forced_eos_token_id=0,
     )
-    model = MarianMTModel(config).eval()
+    model = _new(MarianMTModel, config)
     fit(model, MarianTokenizer.from_pretrained(str(directory)), prefix=">>de<< ", steps=steps)
     return _save(model, directory, bad_words_ids=[[pad]], **generation)
 
@@ -177,7 +183,7 @@ def bart(directory: Path, steps: int = 120, **generation) -> Path:
         forced_bos_token_id=0,
         forced_eos_token_id=2,
     )
-    model = BartForConditionalGeneration(config).eval()
+    model = _new(BartForConditionalGeneration, config)
     fit(model, tokenizer, steps=steps)
     return _save(model, directory, **({"forced_bos_token_id": 0} | generation))
 
@@ -208,7 +214,7 @@ def mbart(directory: Path, steps: int = 120, **generation) -> Path:
         decoder_start_token_id=tokenizer.eos_token_id,
         forced_eos_token_id=tokenizer.eos_token_id,
     )
-    model = MBartForConditionalGeneration(config).eval()
+    model = _new(MBartForConditionalGeneration, config)
     german = tokenizer.convert_tokens_to_ids("de_DE")
     fit(model, tokenizer, steps=steps, target_prefix=[german], lr=3e-3)  # pre-norm: 1e-2 learns nothing
     return _save(model, directory, forced_bos_token_id=german, **generation)
@@ -237,6 +243,36 @@ def t5(directory: Path, gated: bool = False, steps: int = 120, **generation) -> 
         decoder_start_token_id=0,
         dropout_rate=0.0,
     )
-    model = T5ForConditionalGeneration(config).eval()
+    model = _new(T5ForConditionalGeneration, config)
+    fit(model, tokenizer, steps=steps)
+    return _save(model, directory, **generation)
+
+
+def pegasus(directory: Path, steps: int = 120, **generation) -> Path:
+    from transformers import PegasusConfig, PegasusForConditionalGeneration, PegasusTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "spiece.model").write_bytes(train_spm(100, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
+    tokenizer = PegasusTokenizer.from_pretrained(str(directory), offset=4)
+    tokenizer.save_pretrained(directory)
+    config = PegasusConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        dropout=0.0,
+        activation_function="relu",
+        scale_embedding=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        forced_eos_token_id=1,
+    )
+    model = _new(PegasusForConditionalGeneration, config)
     fit(model, tokenizer, steps=steps)
     return _save(model, directory, **generation)

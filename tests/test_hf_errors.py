@@ -28,7 +28,7 @@ def t5_dir(tmp_path_factory):
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ConversionError, match=r"'gpt2' is not supported; supported: bart, marian, mbart, t5"):
+    with pytest.raises(ConversionError, match=r"'gpt2' is not supported; supported: bart, marian, mbart, pegasus, t5"):
         convert(tmp_path)
     code = export_main(["--from-hf", str(tmp_path), "--name", "x", "--task", "summarize", "--out-repo", str(tmp_path)])
     assert code == 2

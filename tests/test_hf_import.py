@@ -35,6 +35,7 @@ ARCHITECTURES = {
     "mbart": (hf_builders.mbart, "translate", "de_DE", ""),
     "t5": (hf_builders.t5, "summarize", None, ""),
     "t5-gated": (lambda d: hf_builders.t5(d, gated=True), "summarize", None, ""),
+    "pegasus": (hf_builders.pegasus, "summarize", None, ""),
 }
 
 

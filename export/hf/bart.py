@@ -1,4 +1,4 @@
-"""BART and mBART (and the BART-shaped parts of Marian, which reuses `bart_family_state`).
+"""BART, mBART and Pegasus (and the BART-shaped parts of Marian, which reuses `bart_family_state`).
 
 BART: post-norm, learned positions with offset 2, an embedding LayerNorm, GELU, final logits bias.
 mBART: the same with pre-norm and a final LayerNorm on both stacks; its target language is forced
@@ -120,3 +120,15 @@ class MBartConverter(BartConverter):
         forced = ckpt.setting("forced_bos_token_id")
         default = next((t for t, i in tokens.items() if i == forced), None)
         return LanguageTags(placement="decoder_forced", tokens=dict(sorted(tokens.items())), default=default)
+
+
+@register
+class PegasusConverter(BartConverter):
+    """Pegasus: pre-norm with a final LayerNorm like mBART, but sinusoidal positions (Marian's
+    layout) and no embedding LayerNorm; decoding starts with the pad token."""
+
+    model_types = ("pegasus",)
+    architecture = "pegasus"
+
+    def spec(self, ckpt: Checkpoint, weights: Weights) -> ModelSpec:
+        return bart_family_spec(ckpt.config, positions="sinusoidal", pre_norm=True, final_norm=True)
