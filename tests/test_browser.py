@@ -146,3 +146,15 @@ def test_empty_text_is_refused_in_the_page(server, browser):
     assert wait_state(browser, "error") == "error"
     assert "Type something" in browser.find_element(By.ID, "status").text
     assert browser.find_element(By.ID, "result").get_attribute("hidden") is not None
+
+
+def test_the_apis_error_is_shown_in_the_page(server, browser):
+    browser.get(f"{server.url}/")
+    wait_state(browser, "ready")
+    box = browser.find_element(By.ID, "text")
+    box.send_keys("one hundred " * 100)  # over the model's max_input_tokens: the API answers 413
+    browser.find_element(By.ID, "translate").click()
+    assert wait_state(browser, "error") == "error"
+    status = browser.find_element(By.ID, "status").text
+    assert "413 input_too_long" in status and "tokens" in status
+    assert browser.find_element(By.ID, "translate").is_enabled()  # the person can fix the text and retry
