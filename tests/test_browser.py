@@ -31,6 +31,7 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-dev-shm-usage",  # a small /dev/shm (containers) must not crash the renderer
     "--window-size=1280,1000",
 ]
 # The heatmap as the page drew it: column and row labels, each cell's weight and colour.
