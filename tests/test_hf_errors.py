@@ -113,10 +113,13 @@ def test_generation_config_maps_to_manifest_defaults(tmp_path):
     assert (defaults.length_penalty, defaults.no_repeat_ngram_size, defaults.early_stopping) == (2.0, 3, True)
     assert (defaults.forced_bos_id, defaults.forced_eos_id) == (0, 2)
     assert defaults.bad_words_ids == [[5], [6, 7]]
-    # generation_config.json wins over config.json; Marian's pad is banned when nothing else says so
-    marian = Checkpoint(tmp_path, {"model_type": "marian", "num_beams": 6}, {"num_beams": 2})
-    assert generation_defaults(marian, pad_id=9).beam_size == 2
-    assert generation_defaults(marian, pad_id=9).bad_words_ids == [[9]]
+    # As in transformers: config.json's copies count only without a generation_config.json
+    config = {"model_type": "marian", "num_beams": 6}
+    assert generation_defaults(Checkpoint(tmp_path, config, {"num_beams": 2}), pad_id=9).beam_size == 2
+    assert generation_defaults(Checkpoint(tmp_path, config, {}), pad_id=9).beam_size == 1
+    assert generation_defaults(Checkpoint(tmp_path, config, None), pad_id=9).beam_size == 6
+    # Marian's pad token is banned when the checkpoint names no bad words
+    assert generation_defaults(Checkpoint(tmp_path, config, {}), pad_id=9).bad_words_ids == [[9]]
     with pytest.raises(ConversionError, match="early_stopping='never'"):
         generation_defaults(Checkpoint(tmp_path, {}, {"early_stopping": "never"}), pad_id=0)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -105,11 +105,12 @@ class Weights:
 
 @dataclass
 class Checkpoint:
-    """A local HF checkpoint folder: its config, generation config and (lazily) its weights."""
+    """A local HF checkpoint folder: its config and its generation config (None without
+    generation_config.json)."""
 
     directory: Path
     config: dict[str, Any]
-    generation: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] | None = None
 
     @classmethod
     def open(cls, directory: Path) -> Checkpoint:
@@ -118,7 +119,7 @@ class Checkpoint:
             raise ConversionError(f"{directory}: not a directory")
         config = read_json(directory / "config.json")
         gen_path = directory / "generation_config.json"
-        generation = read_json(gen_path) if gen_path.is_file() else {}
+        generation = read_json(gen_path) if gen_path.is_file() else None
         return cls(directory, config, generation)
 
     @property
@@ -126,10 +127,15 @@ class Checkpoint:
         return str(self.config.get("model_type", ""))
 
     def setting(self, key: str, default: Any = None) -> Any:
-        """A generation setting: generation_config.json wins over config.json (as in transformers)."""
-        if key in self.generation:
-            return self.generation[key]
-        return self.config.get(key, default)
+        """A generation setting as transformers' `generate` sees it: from generation_config.json
+        when the folder has one (config.json's copies are then ignored), else from config.json."""
+        source = self.config if self.generation is None else self.generation
+        return source.get(key, default)
+
+    def token_id(self, key: str) -> Any:
+        """A special token id: the generation config's, else the model config's."""
+        value = self.setting(key)
+        return self.config.get(key) if value is None else value
 
 
 def first_id(value: Any) -> int | None:
@@ -219,7 +225,7 @@ class Converter(ABC):
         if missing:
             raise ConversionError(f"{ckpt.directory}/config.json: missing {', '.join(missing)}")
         pad, eos = first_id(config["pad_token_id"]), first_id(config["eos_token_id"])
-        start = first_id(ckpt.setting("decoder_start_token_id"))
+        start = first_id(ckpt.token_id("decoder_start_token_id"))
         if start is None:
             start = self.default_decoder_start(ckpt, pad, eos)
         unk = tokenizer.token_to_id("<unk>")
@@ -227,7 +233,7 @@ class Converter(ABC):
 
     def default_decoder_start(self, ckpt: Checkpoint, pad: int, eos: int) -> int:
         """transformers' fallback when no decoder_start_token_id is set: the BOS token."""
-        bos = first_id(ckpt.setting("bos_token_id"))
+        bos = first_id(ckpt.token_id("bos_token_id"))
         if bos is None:
             raise ConversionError(f"{ckpt.directory}: config has neither decoder_start_token_id nor bos_token_id")
         return bos
