@@ -139,3 +139,43 @@ def test_cli_quantize_int8(t5_dir, tmp_path, capsys):
     initializers = onnx.load(str(repo / "t5-int8" / "decoder.onnx")).graph.initializer
     int8_weights = [i for i in initializers if i.data_type == onnx.TensorProto.UINT8]
     assert int8_weights and all(np.prod(i.dims) > 1 for i in int8_weights)
+
+
+def test_sharded_safetensors(t5_dir, tmp_path):
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(t5_dir))
+    sharded = shutil.copytree(t5_dir, tmp_path / "hf")
+    (sharded / "model.safetensors").unlink()
+    model.save_pretrained(sharded, max_shard_size="100KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    ours, reference = build_model(convert(sharded)), build_model(convert(t5_dir))
+    for (name, a), (_, b) in zip(ours.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.fixture(scope="module")
+def marian_dir(tmp_path_factory):
+    return hf_builders.marian(tmp_path_factory.mktemp("marian") / "hf", steps=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"decoder_vocab_size": 7}, r"decoder_vocab_size \(7\) differs from vocab_size"),
+        ({"decoder_attention_heads": 2}, r"encoder_attention_heads \(4\) differs from decoder_attention_heads \(2\)"),
+        ({"activation_function": "mish"}, r"activation 'mish' is not supported"),
+    ],
+)
+def test_inexpressible_configs_are_refused(marian_dir, tmp_path, change, message):
+    """heed refuses what it could only approximate instead of exporting a model that differs."""
+    broken = shutil.copytree(marian_dir, tmp_path / "hf")
+    config = json.loads((broken / "config.json").read_text()) | change
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConversionError, match=message):
+        convert(broken)
+
+
+def test_marian_with_separate_vocabularies_is_refused(marian_dir, tmp_path):
+    broken = shutil.copytree(marian_dir, tmp_path / "hf")
+    shutil.copy(broken / "vocab.json", broken / "target_vocab.json")
+    with pytest.raises(ConversionError, match="separate source and target vocabularies"):
+        convert(broken)
