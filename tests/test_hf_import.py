@@ -219,3 +219,25 @@ def test_checkpoint_generation_config_is_followed(exported, tmp_path):
     eos = engine.manifest.special_tokens.eos_id
     theirs = [row[: row.index(eos)] if eos in row else row for row in out[:, 1:].tolist()]
     assert ours == theirs
+
+
+def test_other_target_language_matches_transformers(exported):
+    """Choosing a target language: Marian's `>>fr<<` source tag, mBART's forced first token."""
+    arch, hf_dir, model_dir = exported
+    if arch not in ("marian", "mbart"):
+        pytest.skip("single-target-language architecture")
+    other = {"marian": "fr", "mbart": "fr_XX"}[arch]
+    texts = hf_builders.inputs(24)
+    engine = Engine(model_dir, Settings(kv_rows=24, intra_op_threads=1))
+    ours = [g.token_ids for g in engine.generate(texts, {"max_new_tokens": MAX_NEW_TOKENS}, target_lang=other)]
+    tok = hf_tokenizer(hf_dir)
+    prefix, kwargs = (
+        (">>fr<< ", {}) if arch == "marian" else ("", {"forced_bos_token_id": engine.manifest.languages.tokens[other]})
+    )
+    batch = tok([prefix + t for t in texts], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = hf_model(hf_dir).generate(**batch, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, **kwargs)
+    eos = engine.manifest.special_tokens.eos_id
+    assert ours == [row[: row.index(eos)] if eos in row else row for row in out[:, 1:].tolist()]
+    usual = ARCHITECTURES[arch][2]
+    assert ours != [g.token_ids for g in engine.generate(texts, {"max_new_tokens": MAX_NEW_TOKENS}, target_lang=usual)]
