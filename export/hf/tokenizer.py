@@ -77,6 +77,8 @@ def marian_tokenizer(directory: Path, eos: str = "</s>", unk: str = "<unk>", pad
     scores = {p.piece: p.score for p in proto.pieces if p.type in (1, 4)}  # normal and user-defined pieces
     by_id = sorted(vocab.items(), key=lambda item: item[1])
     pieces = [(piece, scores.get(piece, NEVER)) for piece, _ in by_id]
+    if not hasattr(SpmConverter, "build_tokenizer_from_spm_proto"):
+        raise ConversionError("converting a Marian tokenizer needs transformers >= 5")
     # Normalizer, pre-tokenizer and decoder exactly as for the sentencepiece model; then the ids of vocab.json.
     tokenizer = SpmConverter.build_tokenizer_from_spm_proto(proto, [(p.piece, p.score) for p in proto.pieces])
     tokenizer.model = Unigram(pieces, unk_id=vocab[unk], byte_fallback=False)
