@@ -11,7 +11,7 @@ DEV_VENV := .venv-dev
 MODEL_REPO ?= models
 HEED_PORT ?= 8000
 
-.PHONY: serve test lint models clean system-deps loadtest
+.PHONY: serve test lint models clean system-deps loadtest reliability
 
 $(SERVE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
@@ -73,3 +73,10 @@ loadtest: $(DEV_VENV)/.installed $(MODEL_REPO)/.ready
 	LOADTEST_USERS=$(LOADTEST_USERS) LOADTEST_RAMP=$(LOADTEST_RAMP) LOADTEST_DURATION=$(LOADTEST_DURATION) \
 	$(DEV_VENV)/bin/locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:$(LOADTEST_PORT) \
 	  --csv $(LOADTEST_OUT) --only-summary --stop-timeout 30
+
+# Reliability scenarios (loadtests/reliability.py), loopback only and bounded: overload at 3x the
+# measured capacity, an injected ONNX Runtime fault, SIGTERM under load; RELIABILITY_SECONDS of
+# load each. Prints the table; fails on a lost admitted request or an unexpected 5xx.
+RELIABILITY_SECONDS ?= 60
+reliability: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python -m loadtests.reliability --duration $(RELIABILITY_SECONDS)

@@ -1,0 +1,387 @@
+"""Reliability scenarios against a real `heed serve` on 127.0.0.1, with a table of figures.
+
+    python -m loadtests.reliability --duration 60        # `make reliability`
+    python -m loadtests.reliability --duration 8 --scenario overload
+
+Each scenario starts its own server on a free loopback port (tiny models built locally), drives
+it with an open-loop asyncio client (requests keep arriving at a fixed rate whether or not the
+server keeps up, the way real overload happens) and reports, per scenario:
+
+- sent, admitted (not shed), answered (admitted and given 200), shed (503/429, each with
+  Retry-After), lost (admitted but never answered: transport errors, timeouts, unexpected errors),
+  unexpected 5xx (any 5xx but a shed 503 or an injected fault's 500), peak RSS of the server,
+  whether RSS plateaued, and recovery time (end of load until the queue and KV gauges are 0 and a
+  probe request is answered).
+
+Scenarios: `overload` (3x the measured capacity), `fault` (load with an ONNX Runtime failure
+injected into one decoder run: its batch gets 500, everything else is answered), `sigterm` (SIGTERM
+in the middle of the load: admitted requests are drained, new ones shed, exit 0). The exit status is
+1 when any scenario lost an admitted request or answered an unexpected 5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKENS = 192  # tokens per request (min = max): every request costs the same, and decoding (not HTTP) bounds capacity
+BODY = {"model": "tiny", "text": "the quick brown fox", "min_new_tokens": TOKENS, "max_new_tokens": TOKENS}
+FAULT_RUN = 100  # the decoder run (after warm-up) that fails in the fault scenario: early in its load
+SERVER_ENV = {"HEED_KV_ROWS": "8", "HEED_QUEUE_SIZE": "16", "HEED_INTRA_OP_THREADS": "1", "HEED_LOG_LEVEL": "warning"}
+
+
+def build_repo(out: Path) -> Path:
+    """A repository with the demo `tiny` translation model (export.demo: needs torch)."""
+    from export.demo import build_model_dir
+
+    build_model_dir(out, "tiny")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`heed serve` in a subprocess on 127.0.0.1, its RSS sampled in the background."""
+
+    def __init__(self, repo: Path, log: Path, **env: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        command = [sys.executable, "-m", "service.cli", "serve", "--model-repo", str(repo), "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=os.environ | SERVER_ENV | env, stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
+        self.rss: list[tuple[float, int]] = []  # (monotonic time, bytes)
+        self._sampling = True
+        self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"heed serve exited {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    self._sampler.start()
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"heed serve not ready after {timeout}s:\n{self.log.read_text()}")
+
+    def _sample_rss(self) -> None:
+        while self._sampling and self.process.poll() is None:
+            try:
+                for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.rss.append((time.monotonic(), int(line.split()[1]) * 1024))
+            except FileNotFoundError:
+                return
+            time.sleep(0.2)
+
+    def gauges(self) -> dict[str, float]:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        wanted = {"heed_queue_depth", "heed_kv_slots_used"}
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name in wanted and s.labels.get("model") == "tiny"
+        }
+
+    def stop(self, timeout: float = 60) -> int:
+        self._sampling = False
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class Outcome:
+    """What the clients saw."""
+
+    statuses: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # error types of non-200 answers
+    refused: int = 0  # connections refused: the server was gone (after SIGTERM), nothing was admitted
+    transport_errors: int = 0  # the request was sent but no answer came back
+    transport_kinds: Counter = field(default_factory=Counter)
+    unanswered_ids: list[str] = field(default_factory=list)  # request ids of the transport errors
+
+    def reconcile(self, server_log: str) -> None:
+        """Transport errors of requests heed never saw (no access line with their id: the socket
+        was closing after SIGTERM) were not admitted: they count as refused, not lost."""
+        seen = set(re.findall(r"\[(r\d+)\]: POST /v1/translate ", server_log))
+        unseen = [rid for rid in self.unanswered_ids if rid not in seen]
+        self.transport_errors -= len(unseen)
+        self.refused += len(unseen)
+        self.unanswered_ids = [rid for rid in self.unanswered_ids if rid in seen]
+
+    shed_without_retry_after: int = 0
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values()) + self.transport_errors + self.refused
+
+    @property
+    def shed(self) -> int:
+        return self.statuses[503] + self.statuses[429]
+
+    @property
+    def answered(self) -> int:
+        return self.statuses[200]
+
+    @property
+    def injected(self) -> int:
+        return self.errors["internal_error"]
+
+
+async def one_request(client: httpx.AsyncClient, outcome: Outcome, rid: str) -> None:
+    try:
+        r = await client.post("/v1/translate", json=BODY, headers={"X-Request-ID": rid})
+    except httpx.ConnectError:
+        outcome.refused += 1
+        return
+    except httpx.HTTPError as e:
+        outcome.transport_errors += 1
+        outcome.transport_kinds[f"{type(e).__name__}: {e}"] += 1
+        outcome.unanswered_ids.append(rid)
+        return
+    outcome.statuses[r.status_code] += 1
+    if r.status_code != 200:
+        outcome.errors[r.json().get("error", {}).get("type", "?")] += 1
+        if r.status_code in (429, 503) and "retry-after" not in r.headers:
+            outcome.shed_without_retry_after += 1
+
+
+async def open_loop(url: str, rate: float, duration: float, outcome: Outcome, during=None) -> None:
+    """Send `rate` requests per second for `duration` seconds, without waiting for answers;
+    `during(elapsed)` is called between sends (the sigterm scenario signals from it)."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        tasks, start, n = [], time.monotonic(), 0
+        while (elapsed := time.monotonic() - start) < duration:
+            if during is not None:
+                during(elapsed)
+            due = start + n / rate
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            tasks.append(asyncio.create_task(one_request(client, outcome, f"r{n}")))
+            n += 1
+        await asyncio.gather(*tasks)
+
+
+def recovery_seconds(server: Server, load_end: float, timeout: float = 60) -> float:
+    """Seconds from the end of the load until the gauges are 0 and a probe is answered 200."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        gauges = server.gauges()
+        if gauges and all(v == 0 for v in gauges.values()):
+            probe = httpx.post(f"{server.url}/v1/translate", json=BODY | {"min_new_tokens": 1}, timeout=30)
+            if probe.status_code == 200:
+                return time.monotonic() - load_end
+        time.sleep(0.05)
+    raise AssertionError(f"not recovered {timeout}s after the load: {server.gauges()}")
+
+
+@dataclass
+class Report:
+    scenario: str
+    rate: float
+    served: float  # answered requests per second, from the start of the load to its last answer
+    outcome: Outcome
+    peak_rss: int
+    rss_plateau: bool
+    recovery: float | None
+    exit_code: int | None = None
+    expected_injected: bool = False
+
+    @property
+    def admitted(self) -> int:
+        return self.outcome.sent - self.outcome.shed - self.outcome.refused
+
+    @property
+    def unexpected_5xx(self) -> int:
+        o = self.outcome
+        fives = sum(n for status, n in o.statuses.items() if status >= 500 and status != 503)
+        return fives - (o.injected if self.expected_injected else 0)
+
+    @property
+    def lost(self) -> int:
+        """Admitted requests that got no answer: neither 200 nor an expected injected 500."""
+        o = self.outcome
+        others = sum(n for status, n in o.statuses.items() if status not in (200, 503, 429, 500))
+        return o.transport_errors + others + (o.statuses[500] - (o.injected if self.expected_injected else 0))
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.unexpected_5xx == 0
+            and self.outcome.shed_without_retry_after == 0
+            and self.rss_plateau
+            and self.exit_code in (None, 0)
+            and (self.outcome.refused == 0 or self.scenario == "sigterm")
+        )
+
+
+def plateaued(samples: list[tuple[float, int]], start: float, end: float) -> bool:
+    """RSS in the second half of the load stays within 10% (+32 MiB) of the first half's peak."""
+    first = [b for t, b in samples if start <= t < (start + end) / 2]
+    second = [b for t, b in samples if (start + end) / 2 <= t <= end]
+    if not first or not second:
+        return True  # too short to tell: not a failure of the server
+    return max(second) <= max(first) * 1.10 + (32 << 20)
+
+
+def capacity(repo: Path, workdir: Path, seconds: float = 5, probe_rate: float = 100) -> float:
+    """Requests per second a saturated server answers: an open-loop burst well over what it can
+    take (the rest is shed), answered requests over the time until the last answer. A closed loop
+    would measure the client's round trips as much as the server."""
+    server = Server(repo, workdir / "capacity.log")
+    try:
+        server.wait_ready()
+        asyncio.run(open_loop(server.url, probe_rate, 2, Outcome()))  # ORT's first-run allocations
+        outcome, start = Outcome(), time.monotonic()
+        asyncio.run(open_loop(server.url, probe_rate, seconds, outcome))
+        return outcome.answered / (time.monotonic() - start)
+    finally:
+        server.stop()
+
+
+def run_scenario(name: str, repo: Path, rate: float, duration: float, workdir: Path) -> Report:
+    """One scenario's server, its load at `rate` requests per second, and the figures."""
+    env = {"HEED_FAULT_DECODER_RUN": str(FAULT_RUN)} if name == "fault" else {}
+    if name == "sigterm":  # access lines (with request ids) tell which failed connections heed never saw
+        env |= {"HEED_SHUTDOWN_GRACE": "60", "HEED_LOG_LEVEL": "info"}
+    server = Server(repo, workdir / f"{name}.log", **env)
+    exit_code = None
+    try:
+        server.wait_ready()
+        outcome = Outcome()
+        signalled: list[float] = []
+
+        def during(elapsed: float) -> None:
+            if name == "sigterm" and not signalled and elapsed >= duration / 2:
+                server.process.send_signal(signal.SIGTERM)
+                signalled.append(elapsed)
+
+        start = time.monotonic()
+        asyncio.run(open_loop(server.url, rate, duration, outcome, during))
+        load_end = time.monotonic()
+        served = outcome.answered / (load_end - start)
+        recovery = None
+        if name == "sigterm":
+            exit_code = server.process.wait(90)
+            outcome.reconcile(server.log.read_text())
+        else:
+            recovery = recovery_seconds(server, load_end)
+        peak = max((b for _, b in server.rss), default=0)
+        return Report(
+            name,
+            rate,
+            served,
+            outcome,
+            peak,
+            plateaued(server.rss, start, load_end),
+            recovery,
+            exit_code,
+            expected_injected=name == "fault",
+        )
+    finally:
+        server.stop()
+
+
+def table(reports: list[Report]) -> str:
+    head = (
+        "scenario",
+        "rate/s",
+        "served/s",
+        "sent",
+        "admitted",
+        "answered",
+        "shed",
+        "refused",
+        "injected 500",
+        "lost",
+        "unexpected 5xx",
+        "peak RSS MiB",
+        "RSS plateau",
+        "recovery s",
+        "ok",
+    )
+    rows = [
+        (
+            r.scenario,
+            f"{r.rate:.0f}",
+            f"{r.served:.0f}",
+            r.outcome.sent,
+            r.admitted,
+            r.outcome.answered,
+            r.outcome.shed,
+            r.outcome.refused,
+            r.outcome.injected,
+            r.lost,
+            r.unexpected_5xx,
+            f"{r.peak_rss / (1 << 20):.0f}",
+            "yes" if r.rss_plateau else "NO",
+            "-" if r.recovery is None else f"{r.recovery:.2f}",
+            "yes" if r.ok else "NO",
+        )
+        for r in reports
+    ]
+    cells = [tuple(str(c) for c in row) for row in [head, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.reliability", description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60, help="seconds of load per scenario")
+    parser.add_argument(
+        "--scenario", action="append", choices=["overload", "fault", "sigterm"], help="default: all three"
+    )
+    parser.add_argument("--model-repo", type=Path, help="a repository with a `tiny` model (default: built now)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="heed-reliability-") as tmp:
+        workdir = Path(tmp)
+        repo = args.model_repo or build_repo(workdir / "models")
+        rate = 3 * capacity(repo, workdir)
+        reports = []
+        for name in args.scenario or ["overload", "fault", "sigterm"]:
+            print(f"scenario {name}: {args.duration:g}s at {rate:.0f} requests/s ...", file=sys.stderr, flush=True)
+            reports.append(run_scenario(name, repo, rate, args.duration, workdir))
+            if not reports[-1].ok:
+                print(f"  {name}: {reports[-1].outcome}", file=sys.stderr)
+    print(table(reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

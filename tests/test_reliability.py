@@ -1,0 +1,70 @@
+"""The fast reliability scenarios (CI): a real `heed serve` driven open-loop at 3x the capacity
+measured just before, for a few seconds; it sheds with 503 + Retry-After, answers every admitted
+request, its RSS plateaus and its gauges return to zero; SIGTERM in the middle of that load loses
+no admitted request and exits 0. `make reliability` runs the same scenarios for longer (and the
+injected-fault one) and prints the table."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from loadtests.reliability import Outcome, Report, capacity, plateaued, run_scenario, table
+
+SECONDS = 6
+
+
+@pytest.fixture(scope="module")
+def rate(http_repo, tmp_path_factory) -> float:
+    return 3 * capacity(http_repo, tmp_path_factory.mktemp("capacity"), seconds=3)
+
+
+def test_overload_is_shed_and_every_admitted_request_answered(http_repo, tmp_path, rate):
+    report = run_scenario("overload", http_repo, rate, SECONDS, tmp_path)
+    print(table([report]))
+    o = report.outcome
+    assert o.shed > 0 and o.shed_without_retry_after == 0, o
+    assert set(o.errors) <= {"overloaded"}, o
+    assert report.admitted == o.answered > 0 and report.lost == 0 and report.unexpected_5xx == 0, o
+    assert report.rss_plateau and report.recovery is not None and report.recovery < 30
+    assert report.ok
+
+
+def test_sigterm_under_overload_loses_no_admitted_request(http_repo, tmp_path, rate):
+    report = run_scenario("sigterm", http_repo, rate, SECONDS, tmp_path)
+    print(table([report]))
+    o = report.outcome
+    assert report.exit_code == 0
+    assert o.answered > 0 and o.shed + o.refused > 0, o  # before the signal served, after it refused
+    assert report.lost == 0 and report.unexpected_5xx == 0 and report.admitted == o.answered, o
+    assert report.ok
+
+
+def report(**outcome) -> Report:
+    return Report("overload", 30, 10, Outcome(**outcome), 1 << 27, True, 0.1)
+
+
+def test_the_figures_flag_lost_requests_and_unexpected_5xx():
+    assert report(statuses=Counter({200: 5, 503: 3})).ok
+    assert report(statuses=Counter({200: 5}), transport_errors=1).lost == 1
+    assert not report(statuses=Counter({200: 5}), transport_errors=1).ok
+    bad = report(statuses=Counter({200: 5, 500: 2}), errors=Counter({"internal_error": 2}))
+    assert bad.unexpected_5xx == 2 and bad.lost == 2 and not bad.ok
+    assert not report(statuses=Counter({200: 5, 504: 1})).ok
+    assert not report(statuses=Counter({503: 1}), shed_without_retry_after=1).ok
+    assert not report(statuses=Counter({200: 1}), refused=1).ok  # refused connections only after SIGTERM
+
+
+def test_rss_plateau_check():
+    mib = 1 << 20
+    flat = [(t, 100 * mib + (t % 3) * mib) for t in range(20)]
+    assert plateaued(flat, 0, 19)
+    growing = [(t, (100 + 20 * t) * mib) for t in range(20)]
+    assert not plateaued(growing, 0, 19)
+
+
+def test_failed_connections_heed_never_saw_are_not_lost():
+    outcome = Outcome(transport_errors=2, unanswered_ids=["r3", "r9"])
+    outcome.reconcile("... INFO heed.access [r3]: POST /v1/translate 200 12.0ms\n")
+    assert (outcome.transport_errors, outcome.refused, outcome.unanswered_ids) == (1, 1, ["r3"])
