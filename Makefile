@@ -11,7 +11,7 @@ DEV_VENV := .venv-dev
 MODEL_REPO ?= models
 HEED_PORT ?= 8000
 
-.PHONY: serve test lint models clean system-deps loadtest reliability
+.PHONY: serve test lint models clean system-deps loadtest reliability nginx
 
 $(SERVE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
@@ -76,7 +76,16 @@ loadtest: $(DEV_VENV)/.installed $(MODEL_REPO)/.ready
 
 # Reliability scenarios (loadtests/reliability.py), loopback only and bounded: overload at 3x the
 # measured capacity, an injected ONNX Runtime fault, SIGTERM under load; RELIABILITY_SECONDS of
-# load each. Prints the table; fails on a lost admitted request or an unexpected 5xx.
+# load each. Prints the table; fails on a lost admitted request or an unexpected 5xx. Then two
+# replicas behind Debian's nginx restarted one at a time under locust (loadtests/rolling.py).
 RELIABILITY_SECONDS ?= 60
-reliability: $(DEV_VENV)/.installed
+reliability: $(DEV_VENV)/.installed nginx
 	$(DEV_VENV)/bin/python -m loadtests.reliability --duration $(RELIABILITY_SECONDS)
+	$(DEV_VENV)/bin/python -m loadtests.rolling --duration $(RELIABILITY_SECONDS)
+
+# Debian's nginx for the rolling-restart scenario (installed only when missing; never started as a service).
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }

@@ -63,8 +63,8 @@ def free_port() -> int:
 class Server:
     """`heed serve` in a subprocess on 127.0.0.1, its RSS sampled in the background."""
 
-    def __init__(self, repo: Path, log: Path, **env: str):
-        self.port = free_port()
+    def __init__(self, repo: Path, log: Path, port: int | None = None, **env: str):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [sys.executable, "-m", "service.cli", "serve", "--model-repo", str(repo), "--port", str(self.port)]
