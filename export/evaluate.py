@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{score.model:14} {score.lang or '-':3}"
             print(f"{where} exact match {score.correct}/{score.total} = {score.accuracy:.3f}")
             for source, expected, got in score.failures:
-                print(f"    {source!r}: expected {expected!r}, got {got!r}")
+                shown = source if len(source) <= 60 else f"{source[:57]}..."
+                print(f"    {shown!r}: expected {expected!r}, got {got!r}")
     if args.json:
         args.json.write_text(json.dumps([asdict(s) | {"accuracy": s.accuracy} for s in scores], indent=2) + "\n")
     below = [s for s in scores if s.accuracy < args.min_accuracy]
