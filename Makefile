@@ -11,7 +11,7 @@ DEV_VENV := .venv-dev
 MODEL_REPO ?= models
 HEED_PORT ?= 8000
 
-.PHONY: serve test lint models clean system-deps loadtest reliability nginx
+.PHONY: serve test lint models evaluate clean system-deps loadtest reliability nginx
 
 $(SERVE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
@@ -26,11 +26,16 @@ $(DEV_VENV)/.installed: pyproject.toml
 	$(DEV_VENV)/bin/pip install -q -e ".[export,dev]"
 	touch $@
 
-$(MODEL_REPO)/.ready: | $(DEV_VENV)/.installed
-	$(DEV_VENV)/bin/python -m export.demo --out-repo $(MODEL_REPO)
+# heed's own default models, exported from the committed weights (docs/default-models.md).
+$(MODEL_REPO)/.ready: $(wildcard export/weights/*) | $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python -m export.defaults --out-repo $(MODEL_REPO)
 	touch $@
 
 models: $(MODEL_REPO)/.ready
+
+# Held-out exact match of the default models through the exported ONNX graphs (the acceptance bar).
+evaluate: $(MODEL_REPO)/.ready
+	$(DEV_VENV)/bin/python -m export.evaluate --model-repo $(MODEL_REPO) --count 500 --min-accuracy 0.95
 
 serve: $(SERVE_VENV)/.installed $(MODEL_REPO)/.ready
 	HEED_PORT=$(HEED_PORT) $(SERVE_VENV)/bin/heed serve --model-repo $(MODEL_REPO)
