@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.engine import Generation, Sequence
 from service.errors import (
+    Cancelled,
     InputTooLong,
     InvalidInput,
     InvalidOptions,
@@ -43,7 +44,7 @@ from service.manifest import MANIFEST_FILE, Manifest, load_manifest
 from service.metrics import Metrics
 from service.options import GenerationOptions
 from service.page import install_page
-from service.scheduler import Cancelled, Job, Scheduler, TokenStream
+from service.scheduler import Job, Scheduler, TokenStream
 from service.schemas import (
     Alignment,
     DecodeRequest,

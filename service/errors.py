@@ -51,3 +51,17 @@ class Overloaded(RequestError):
 class DeadlineExceeded(RequestError):
     status = 504
     type = "deadline_exceeded"
+
+
+class InternalError(RequestError):
+    """A fault of heed's, not of the request (answered as 500 so that no request goes unanswered)."""
+
+    status = 500
+    type = "internal_error"
+
+
+class Cancelled(RequestError):
+    """The client went away; nobody reads this answer."""
+
+    status = 499
+    type = "cancelled"

@@ -21,27 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.engine import Engine, Generation, Sequence
-from service.errors import DeadlineExceeded, Overloaded, RequestError
+from service.errors import Cancelled, DeadlineExceeded, InternalError, Overloaded, RequestError
 from service.faults import inject_decoder_fault
 from service.manifest import Manifest, load_manifest
 from service.metrics import Metrics
 from service.settings import Settings
 
 log = logging.getLogger("heed.scheduler")
-
-
-class InternalError(RequestError):
-    """A fault of heed's, not of the request (answered as 500 so that no request goes unanswered)."""
-
-    status = 500
-    type = "internal_error"
-
-
-class Cancelled(RequestError):
-    """The client went away; nobody reads this answer."""
-
-    status = 499
-    type = "cancelled"
 
 
 @dataclass
