@@ -13,10 +13,19 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 SPECIALS = ["<pad>", "</s>", "<unk>"]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int, extra_specials: list[str] = ()) -> Tokenizer:
+def train_tokenizer(
+    corpus: Iterable[str],
+    vocab_size: int,
+    extra_specials: Iterable[str] = (),
+    splits: Iterable[pre_tokenizers.PreTokenizer] = (),
+) -> Tokenizer:
+    """`splits` run after the word split (Metaspace), e.g. digits or punctuation as tokens of their own."""
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    splits = list(splits)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), *splits]) if splits else pre_tokenizers.Metaspace()
+    )
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[*SPECIALS, *extra_specials], show_progress=False

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, pre_tokenizers
 
-from export.tokenizer_train import SPECIALS
+from export.tokenizer_train import train_tokenizer
 
 
 def train_word_tokenizer(
@@ -21,16 +21,7 @@ def train_word_tokenizer(
 ) -> Tokenizer:
     """`morphemes` (a regex) splits matches out of compound words before BPE, so that e.g. German
     "dreiundzwanzigtausend" is always "drei" "und" "zwanzig" "tausend", whatever BPE would merge."""
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.NFKC()
-    steps = [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation()]
+    splits = [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.Punctuation()]
     if morphemes:
-        steps.append(pre_tokenizers.Split(Regex(morphemes), behavior="isolated"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
-    tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[*SPECIALS, *extra_specials], show_progress=False
-    )
-    tokenizer.train_from_iterator(corpus, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return tokenizer
+        splits.append(pre_tokenizers.Split(Regex(morphemes), behavior="isolated"))
+    return train_tokenizer(corpus, vocab_size, extra_specials, splits)
