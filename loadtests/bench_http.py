@@ -14,11 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,14 +22,9 @@ import httpx
 
 from loadtests.bench_engine import NEW_TOKENS, prepare_heed
 from loadtests.reference import build_checkpoint, source_texts
+from loadtests.server import HeedServer
 
 CONCURRENCY = [1, 8, 32, 64]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,21 +94,11 @@ def main(argv: list[str]) -> int:
     if not link.exists():
         link.symlink_to(directory.resolve())
     texts = source_texts(checkpoint, 64)
-    port = free_port()
-    env = os.environ | {"HEED_INTRA_OP_THREADS": str(args.threads), "HEED_KV_ROWS": "64", "HEED_QUEUE_SIZE": "256"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model-repo", str(repo), "--port", str(port)], env=env
-    )
-    base = f"http://127.0.0.1:{port}"
+    env = {"HEED_INTRA_OP_THREADS": str(args.threads), "HEED_KV_ROWS": "64", "HEED_QUEUE_SIZE": "256"}
+    server = HeedServer(repo, args.work / "http-server.log", **env)
+    base = server.url
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        server.wait_ready(300)
         results = []
         for clients in map(int, args.clients.split(",")):
             row = asyncio.run(level(base, args.model, texts, clients, args.seconds))
@@ -129,8 +110,7 @@ def main(argv: list[str]) -> int:
                 flush=True,
             )
     finally:
-        server.terminate()
-        server.wait(60)
+        server.stop()
     engine = args.work / "engine.json"
     if engine.is_file():
         offline = {r["workload"]: r["tokens_per_s"] for r in json.loads(engine.read_text())["results"]}

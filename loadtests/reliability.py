@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +36,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
+from loadtests.server import HeedServer
+
 TOKENS = 192  # tokens per request (min = max): every request costs the same, and decoding (not HTTP) bounds capacity
 BODY = {"model": "tiny", "text": "the quick brown fox", "min_new_tokens": TOKENS, "max_new_tokens": TOKENS}
 FAULT_RUN = 100  # the decoder run (after warm-up) that fails in the fault scenario: early in its load
@@ -54,40 +52,18 @@ def build_repo(out: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`heed serve` in a subprocess on 127.0.0.1, its RSS sampled in the background."""
+class Server(HeedServer):
+    """`heed serve` with the scenarios' settings, its RSS sampled in the background once ready."""
 
     def __init__(self, repo: Path, log: Path, port: int | None = None, **env: str):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        command = [sys.executable, "-m", "service.cli", "serve", "--model-repo", str(repo), "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=os.environ | SERVER_ENV | env, stdout=log.open("w"), stderr=subprocess.STDOUT
-        )
+        super().__init__(repo, log, port, **(SERVER_ENV | env))
         self.rss: list[tuple[float, int]] = []  # (monotonic time, bytes)
         self._sampling = True
         self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
 
     def wait_ready(self, timeout: float = 120) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"heed serve exited {self.process.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    self._sampler.start()
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"heed serve not ready after {timeout}s:\n{self.log.read_text()}")
+        super().wait_ready(timeout)
+        self._sampler.start()
 
     def _sample_rss(self) -> None:
         while self._sampling and self.process.poll() is None:
@@ -111,14 +87,7 @@ class Server:
 
     def stop(self, timeout: float = 60) -> int:
         self._sampling = False
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return super().stop(timeout)
 
 
 @dataclass

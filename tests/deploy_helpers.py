@@ -4,11 +4,9 @@ names a PromQL expression reads, the metric names a heed `/metrics` page exports
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,9 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.wait_ready import wait_ready
+from loadtests.server import ROOT, HeedServer
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
 
@@ -90,12 +87,6 @@ def exported_series(metrics_text: str) -> set[str]:
 # -- a real heed ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -126,20 +117,12 @@ def build_deploy_repo(tiny_dir: Path, out: Path) -> Path:
 @contextmanager
 def heed_server(repo: Path, log: Path, timeout: float = 120) -> Iterator[str]:
     """`heed serve` on a free 127.0.0.1 port until the block ends (SIGTERM, then kill); yields its URL."""
-    port = free_port()
-    env = os.environ | {"HEED_INTRA_OP_THREADS": "1", "HEED_LOG_LEVEL": "warning"}
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*command, "--model-repo", str(repo)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = HeedServer(repo, log, HEED_INTRA_OP_THREADS="1", HEED_LOG_LEVEL="warning")
     try:
-        if not wait_ready(url, timeout):
-            pytest.fail(f"heed serve was not ready after {timeout}s:\n{log.read_text()[-3000:]}")
-        yield url
+        server.wait_ready(timeout)
+        yield server.url
     finally:
-        stop(process)
+        server.stop()
 
 
 def stop(process: subprocess.Popen, timeout: float = 60) -> None:

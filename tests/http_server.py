@@ -4,10 +4,7 @@ a model repository built locally, real HTTP, and a Prometheus text parser for `/
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +17,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from export.demo import build_model_dir, spec
+from loadtests.server import ROOT, HeedServer
 
-ROOT = Path(__file__).resolve().parent.parent
 LONG = 8192  # positions of the translation model: a request can decode for many seconds
 LONG_TOKENS = 6000  # a request that decodes for seconds (tests cancel it before it ends)
 
@@ -38,41 +35,15 @@ def build_repo(out: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One `heed serve` process; `env` adds `HEED_*` settings."""
+class Server(HeedServer):
+    """A test's `heed serve`, with an HTTP client and `/metrics` helpers."""
 
     def __init__(self, repo: Path, log: Path, **env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        environment = os.environ | {"HEED_INTRA_OP_THREADS": "1", "HEED_LOG_LEVEL": "warning"} | env
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--model-repo", str(repo), "--port", str(self.port)],
-            cwd=ROOT,
-            env=environment,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(repo, log, **({"HEED_INTRA_OP_THREADS": "1", "HEED_LOG_LEVEL": "warning"} | env))
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     def wait_ready(self, timeout: float = 90) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"heed serve exited {self.process.returncode}:\n{self.log.read_text()}")
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"heed serve not ready after {timeout}s:\n{self.log.read_text()}")
+        super().wait_ready(timeout)
 
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         """Every sample of `/metrics`, keyed by (sample name, labels)."""
@@ -95,17 +66,8 @@ class Server:
         raise AssertionError(f"{name}{labels} is {self.sample(name, **labels)}, not {value}, after {timeout}s")
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then the exit code (killed, and the test failed, if it does not exit in time)."""
         self.client.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise
-        return self.process.returncode
+        return super().stop(timeout)
 
 
 @contextmanager

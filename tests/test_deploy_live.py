@@ -21,12 +21,12 @@ import urllib.parse
 import pytest
 import yaml
 
+from loadtests.server import free_port
 from tests.deploy_helpers import (
     DEPLOY,
     ROOT,
     build_deploy_repo,
     exported_series,
-    free_port,
     get,
     heed_server,
     post_json,
