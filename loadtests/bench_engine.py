@@ -45,7 +45,8 @@ def heed_engine(model_dir: Path, threads: int) -> Run:
     from service.engine import Engine
     from service.settings import Settings
 
-    engine = Engine(model_dir, Settings(intra_op_threads=threads, kv_rows=256, provider="cpu"))
+    # offline: heed has the cores to itself, so ORT's threads may busy-wait (as CTranslate2's do)
+    engine = Engine(model_dir, Settings(intra_op_threads=threads, kv_rows=256, provider="cpu", ort_spinning=True))
     options = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
 
     def run(texts: list[str], beam: int) -> None:

@@ -1,12 +1,13 @@
-"""`heed bench http`: heed behind its HTTP server, 1 to 64 concurrent streaming clients.
+"""`heed bench http`: heed behind its HTTP server, 1 to 64 concurrent clients.
 
 Serves heed's int8 import of the reference checkpoint (`heed bench engine` prepares it in the same
-work folder) with `heed serve` in a subprocess on 127.0.0.1. Each client sends streaming
-`/v1/generate` requests one after another (24 source tokens, 48 target tokens forced) for a fixed
-time; the server, the tokenizer and the clients share the machine's cores with ONNX Runtime, as
-in production. Reports throughput (target tokens/s), p50/p99 latency and time to first token,
-and, when `engine.json` from the same work folder has them, the ratios to heed's own offline
-batch-64 throughput and to CTranslate2 int8 at batch 64.
+work folder) with `heed serve` in a subprocess on 127.0.0.1. Each client sends `/v1/generate`
+requests one after another (24 source tokens, 48 target tokens forced) for a fixed time, waiting
+for the JSON answer (`json` mode, what apps mostly do) or reading Server-Sent Events (`stream`
+mode, which gives the time to first token); the server, the tokenizer and the clients share the
+machine's cores with ONNX Runtime, as in production. Reports throughput (target tokens/s),
+p50/p99 latency and time to first token, and, when `engine.json` from the same work folder has
+them, the ratios to heed's own offline batch-64 throughput and to CTranslate2 int8 at batch 64.
 """
 
 from __future__ import annotations
@@ -32,48 +33,57 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def client(http: httpx.AsyncClient, model: str, texts: list[str], until: float, samples: list) -> None:
+async def client(
+    http: httpx.AsyncClient, model: str, texts: list[str], until: float, samples: list, stream: bool
+) -> None:
     i = 0
     while time.perf_counter() < until:
         body = {
             "model": model,
             "input": texts[i % len(texts)],
-            "stream": True,
+            "stream": stream,
             "max_new_tokens": NEW_TOKENS,
             "min_new_tokens": NEW_TOKENS,
         }
         start = time.perf_counter()
-        first = None
-        async with http.stream("POST", "/v1/generate", json=body) as response:
+        if stream:
+            first = None
+            async with http.stream("POST", "/v1/generate", json=body) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    event = json.loads(line[5:])
+                    if first is None and "token" in event:
+                        first = time.perf_counter() - start
+                    if event.get("done"):
+                        samples.append((time.perf_counter() - start, first, event["output_tokens"]))
+        else:
+            response = await http.post("/v1/generate", json=body)
             response.raise_for_status()
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                event = json.loads(line[5:])
-                if first is None and "token" in event:
-                    first = time.perf_counter() - start
-                if event.get("done"):
-                    samples.append((time.perf_counter() - start, first, event["output_tokens"]))
+            samples.append((time.perf_counter() - start, None, response.json()["usage"]["output_tokens"]))
         i += 1
 
 
-async def level(base: str, model: str, texts: list[str], clients: int, seconds: float) -> dict:
+async def level(base: str, model: str, texts: list[str], clients: int, seconds: float, stream: bool) -> dict:
     samples: list[tuple[float, float, int]] = []
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http:
         start = time.perf_counter()
-        await asyncio.gather(*(client(http, model, texts[c:], start + seconds, samples) for c in range(clients)))
+        runs = [client(http, model, texts[c:], start + seconds, samples, stream) for c in range(clients)]
+        await asyncio.gather(*runs)
         wall = time.perf_counter() - start
     latency = [s[0] for s in samples]
     ttft = [s[1] for s in samples if s[1] is not None]
     return {
+        "mode": "stream" if stream else "json",
         "clients": clients,
         "requests": len(samples),
         "tokens_per_s": sum(s[2] for s in samples) / wall,
         "p50_latency_s": statistics.median(latency),
         "p99_latency_s": percentile(latency, 0.99),
-        "p50_ttft_s": statistics.median(ttft),
-        "p99_ttft_s": percentile(ttft, 0.99),
+        "p50_ttft_s": statistics.median(ttft) if ttft else None,
+        "p99_ttft_s": percentile(ttft, 0.99) if ttft else None,
     }
 
 
@@ -84,6 +94,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=30, help="per concurrency level")
     parser.add_argument("--model", default="heed-int8", choices=["heed-int8", "heed-fp32"])
     parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)))
+    parser.add_argument(
+        "--modes", default="json,stream", help="json: one answer per request; stream: Server-Sent Events (gives TTFT)"
+    )
     args = parser.parse_args(argv)
 
     checkpoint = build_checkpoint(args.work / "reference-hf")
@@ -100,27 +113,34 @@ def main(argv: list[str]) -> int:
     try:
         server.wait_ready(300)
         results = []
-        for clients in map(int, args.clients.split(",")):
-            row = asyncio.run(level(base, args.model, texts, clients, args.seconds))
-            results.append(row)
-            print(
-                f"{clients:3d} clients  {row['tokens_per_s']:8.1f} tok/s  p50 {row['p50_latency_s']:6.2f} s  "
-                f"p99 {row['p99_latency_s']:6.2f} s  (p99/p50 {row['p99_latency_s'] / row['p50_latency_s']:.2f})  "
-                f"TTFT p50 {row['p50_ttft_s'] * 1000:7.1f} ms  p99 {row['p99_ttft_s'] * 1000:7.1f} ms",
-                flush=True,
-            )
+        for mode in args.modes.split(","):
+            for clients in map(int, args.clients.split(",")):
+                row = asyncio.run(level(base, args.model, texts, clients, args.seconds, stream=mode == "stream"))
+                results.append(row)
+                ttft = (
+                    f"  TTFT p50 {row['p50_ttft_s'] * 1000:7.1f} ms  p99 {row['p99_ttft_s'] * 1000:7.1f} ms"
+                    if row["p50_ttft_s"] is not None
+                    else ""
+                )
+                print(
+                    f"{mode:6s} {clients:3d} clients  {row['tokens_per_s']:8.1f} tok/s  "
+                    f"p50 {row['p50_latency_s']:6.2f} s  p99 {row['p99_latency_s']:6.2f} s  "
+                    f"(p99/p50 {row['p99_latency_s'] / row['p50_latency_s']:.2f}){ttft}",
+                    flush=True,
+                )
     finally:
         server.stop()
     engine = args.work / "engine.json"
     if engine.is_file():
         offline = {r["workload"]: r["tokens_per_s"] for r in json.loads(engine.read_text())["results"]}
         b64 = offline.get("greedy b64", {})
-        top = next((r for r in results if r["clients"] == 64), results[-1])
-        for name in (args.model, "ct2-int8"):
-            if name in b64:
-                print(
-                    f"HTTP {top['clients']} clients / offline {name} batch 64: {top['tokens_per_s'] / b64[name]:.2f}x"
-                )
+        for top in (r for r in results if r["clients"] == max(x["clients"] for x in results)):
+            for name in (args.model, "ct2-int8"):
+                if name in b64:
+                    print(
+                        f"HTTP {top['mode']} {top['clients']} clients / offline {name} batch 64: "
+                        f"{top['tokens_per_s'] / b64[name]:.2f}x"
+                    )
     (args.work / "http.json").write_text(json.dumps({"model": args.model, "results": results}, indent=2))
     print(f"wrote {args.work / 'http.json'}")
     return 0

@@ -44,7 +44,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from service.engine import Engine
     from service.settings import Settings
 
-    settings = Settings(kv_rows=args.kv_rows, intra_op_threads=args.threads, provider=args.provider)
+    # offline: nothing else needs the cores, so ORT's idle threads may busy-wait (faster steps)
+    settings = Settings(kv_rows=args.kv_rows, intra_op_threads=args.threads, provider=args.provider, ort_spinning=True)
     engine = Engine(Path(args.model), settings)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     results = engine.generate(texts, decoding_options(args), target_lang=args.target_lang, truncate=args.truncate)

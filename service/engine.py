@@ -69,7 +69,9 @@ class Engine:
         self.manifest = manifest or load_manifest(self.directory)
         self.limits = ServerLimits(settings.max_new_tokens, settings.max_beam_size)
         self.codec = TextCodec(self.directory / self.manifest.files.tokenizer)
-        self.runner = ModelRunner(self.directory, self.manifest, settings.provider, settings.intra_op_threads)
+        self.runner = ModelRunner(
+            self.directory, self.manifest, settings.provider, settings.intra_op_threads, settings.ort_spinning
+        )
         spec = self.manifest.spec
         self.cache = KVCache(spec.decoder.layers, spec.kv_heads, spec.head_dim, settings.kv_rows)
         self.running: list[Sequence] = []

@@ -28,20 +28,25 @@ def select_providers(requested: str, available: list[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int, spinning: bool = False) -> ort.SessionOptions:
+    """`spinning` off: idle intra-op threads sleep instead of busy-waiting, leaving the cores to
+    the event loop and the scheduler between (and during) decoder steps."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
 class ModelRunner:
-    def __init__(self, directory: Path, manifest: Manifest, provider: str = "auto", threads: int = 0):
+    def __init__(
+        self, directory: Path, manifest: Manifest, provider: str = "auto", threads: int = 0, spinning: bool = False
+    ):
         self.providers = select_providers(provider, ort.get_available_providers())
-        options = session_options(threads)
+        options = session_options(threads, spinning)
         self.encoder = ort.InferenceSession(str(directory / manifest.files.encoder), options, providers=self.providers)
         self.decoder = ort.InferenceSession(str(directory / manifest.files.decoder), options, providers=self.providers)
         layers = manifest.spec.decoder.layers

@@ -20,6 +20,11 @@ class Settings(BaseSettings):
         "auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU"
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per model; 0 = all cores")
+    ort_spinning: bool = Field(
+        False,
+        description="ONNX Runtime's threads busy-wait between operators: faster decoding when heed has the cores "
+        "to itself (`heed generate` turns it on), but they take the CPU the HTTP server needs (docs/performance.md)",
+    )
     kv_rows: int = Field(64, ge=1, description="decoding rows per model (a beam of 4 takes 4)")
 
     max_new_tokens: int = Field(512, ge=1)

@@ -1,0 +1,50 @@
+"""The model runner's provider choice (CUDA where configured and present, else the CPU) and its
+ONNX Runtime session options, checked on this CPU-only machine."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from service.engine import Engine
+from service.runner import select_providers, session_options
+from service.settings import Settings
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+@pytest.mark.parametrize(
+    ("requested", "available", "chosen"),
+    [
+        ("auto", [CUDA, CPU], [CUDA, CPU]),
+        ("cuda", [CUDA, CPU], [CUDA, CPU]),
+        ("cpu", [CUDA, CPU], [CPU]),
+        ("auto", [CPU], [CPU]),
+    ],
+)
+def test_provider_selection(requested, available, chosen):
+    assert select_providers(requested, available) == chosen
+
+
+def test_cuda_without_onnxruntime_gpu_falls_back_to_cpu_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING, logger="heed.runner"):
+        assert select_providers("cuda", [CPU]) == [CPU]
+    assert "no CUDAExecutionProvider" in caplog.text
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_session_options(spinning):
+    options = session_options(3, spinning)
+    assert options.intra_op_num_threads == 3
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+
+
+def test_engine_sessions_follow_the_settings(tiny_dir):
+    engine = Engine(tiny_dir, Settings(provider="cuda", intra_op_threads=1))  # no GPU here: CPU fallback
+    for session in (engine.runner.encoder, engine.runner.decoder):
+        assert session.get_providers() == [CPU]
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # serving default
+        assert options.intra_op_num_threads == 1
+    assert engine.generate(["3 4"], {"max_new_tokens": 3})[0].output_tokens > 0
