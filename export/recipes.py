@@ -85,7 +85,7 @@ NUMBERS = Recipe(
 REPORTS = Recipe(
     name="heed-reports",
     task="summarize",
-    build_tokenizer=lambda rng: train_word_tokenizer(reports.tokenizer_corpus(rng), 1000),
+    build_tokenizer=lambda rng: train_word_tokenizer(reports.tokenizer_corpus(rng), 1000, whole_numbers=True),
     architecture=dict(
         d_model=128,
         n_heads=4,

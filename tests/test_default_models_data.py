@@ -10,6 +10,7 @@ from num2words import num2words
 from export.data import numbers, reports
 from export.data.split import is_held_out
 from export.data.tokenizer import train_word_tokenizer
+from export.recipes import REPORTS
 
 
 def test_english_forms():
@@ -100,7 +101,7 @@ def test_report_holds_its_facts_among_distractors():
 
 def test_reports_are_long_and_held_out_split():
     rng = random.Random(6)
-    tokenizer = train_word_tokenizer(reports.tokenizer_corpus(rng, 300), 1000)
+    tokenizer = REPORTS.build_tokenizer(rng)
     training = [reports.training_example(rng) for _ in range(300)]
     assert min(len(tokenizer.encode(e.source).ids) for e in training) >= 256
     held = reports.held_out_examples(100)
@@ -108,3 +109,5 @@ def test_reports_are_long_and_held_out_split():
     assert all(is_held_out(e.facts.key()) for e in held)
     assert not {e.facts for e in training} & {e.facts for e in held}
     assert all(tokenizer.decode(tokenizer.encode(e.target).ids) == e.target for e in held)
+    for percent in range(1, 61):  # each percentage one token, copied in one step (docs/default-models.md)
+        assert str(percent) in tokenizer.encode(f"rose {percent} percent").tokens
