@@ -6,10 +6,13 @@ decoder.onnx   input_ids [B, T], positions [B, T], source_mask [B, S],
                past_key_i, past_value_i [B, Hkv, P, D], cross_key_i, cross_value_i [B, Hkv, S, D]
                -> logits [B, T, V], new_key_i, new_value_i [B, Hkv, T, D],
                   cross_attention [B, L, T, S] (each layer's cross-attention weights, mean over heads)
+               top_k [1] -> top_ids, top_logits, top_logprobs [B, K] (the last position's K best tokens)
 
 K/V are separate inputs per layer so that the runtime can hand ONNX Runtime contiguous slices of
 its preallocated buffers (no copy), and the decoder returns only the new tokens' K/V, which the
-runtime writes into the cache in place (docs/kv-cache.md).
+runtime writes into the cache in place (docs/kv-cache.md). Searches choose among the `top_k`
+best tokens of each row, computed in the graph (`add_token_choice`), so that a step hands Python
+a few numbers per row instead of the whole vocabulary's logits.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
+from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from export.model import Seq2SeqModel
@@ -110,4 +115,43 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
             opset_version=OPSET,
             dynamo=False,
         )
+    add_token_choice(decoder_path)
     return encoder_path, decoder_path
+
+
+def add_token_choice(decoder_path: Path) -> None:
+    """Append the `top_k` input and the `top_ids`, `top_logits`, `top_logprobs` outputs.
+
+    Log-probabilities are computed as the runtime's `log_softmax` does (x - max - log(sum(exp(x - max))))
+    so that beam scores do not depend on whether a step used these outputs or the full logits.
+    """
+    model = onnx.load(str(decoder_path))
+    graph = model.graph
+    graph.initializer.extend(
+        helper.make_tensor(name, TensorProto.INT64, [1], [value])
+        for name, value in (("choice_last", -1), ("choice_axis", -1), ("choice_position_axis", 1))
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Gather", ["logits", "choice_last"], ["choice_rows"], axis=1),  # [B, 1, V]
+            helper.make_node("Squeeze", ["choice_rows", "choice_position_axis"], ["choice_logits"]),  # [B, V]
+            helper.make_node("TopK", ["choice_logits", "top_k"], ["top_logits", "top_ids"], axis=-1),
+            helper.make_node("ReduceMax", ["choice_logits", "choice_axis"], ["choice_max"], keepdims=1),
+            helper.make_node("Sub", ["choice_logits", "choice_max"], ["choice_shifted"]),
+            helper.make_node("Exp", ["choice_shifted"], ["choice_exp"]),
+            helper.make_node("ReduceSum", ["choice_exp", "choice_axis"], ["choice_sum"], keepdims=1),
+            helper.make_node("Log", ["choice_sum"], ["choice_log_sum"]),
+            helper.make_node("Sub", ["top_logits", "choice_max"], ["choice_top_shifted"]),
+            helper.make_node("Sub", ["choice_top_shifted", "choice_log_sum"], ["top_logprobs"]),
+        ]
+    )
+    graph.input.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["batch", "k"]),
+            helper.make_tensor_value_info("top_logits", TensorProto.FLOAT, ["batch", "k"]),
+            helper.make_tensor_value_info("top_logprobs", TensorProto.FLOAT, ["batch", "k"]),
+        ]
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(decoder_path))

@@ -3,8 +3,9 @@
 Runs the ONNX encoder, then the ONNX decoder one token at a time with a growing cache, and
 once more with the whole target as one chunk of new tokens (as the alignment pass does), on a
 padded batch of inputs of different lengths, and compares the logits with the PyTorch model's
-teacher-forced, uncached forward pass. One number comes out: the largest absolute logit
-difference; it covers the export and the cache protocol together.
+teacher-forced, uncached forward pass, and each step's `top_k` outputs with the reference's best
+tokens and their log-probabilities. One number comes out: the largest absolute difference
+(logits and log-probabilities); it covers the export and the cache protocol together.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 
 from export.model import Seq2SeqModel
 from export.onnx_export import cache_names
+
+TOP_K = 4
 
 
 def random_batch(model: Seq2SeqModel, lengths: list[int], target_len: int, seed: int = 0):
@@ -52,10 +55,21 @@ def max_logit_difference(
             "input_ids": dec[:, t : t + 1].numpy(),
             "positions": np.full((len(lengths), 1), t, np.int64),
             "source_mask": mask.numpy(),
+            "top_k": np.array([TOP_K], np.int64),
         }
         feeds |= dict(zip(cache_names("past", layers), past)) | dict(zip(cache_names("cross", layers), cross))
-        logits, *new, _ = decoder.run(None, feeds)
-        worst = max(worst, float(np.abs(logits[:, 0] - reference[:, t]).max()))
+        logits, *new, _, top_ids, top_logits, top_logprobs = decoder.run(None, feeds)
+        expected = reference[:, t]
+        best = np.argsort(-expected, axis=-1, kind="stable")[:, :TOP_K]
+        if not np.array_equal(top_ids, best):
+            raise AssertionError(f"step {t}: top_ids {top_ids.tolist()} are not the best tokens {best.tolist()}")
+        logprobs = torch.log_softmax(torch.from_numpy(expected), dim=-1).numpy()
+        worst = max(
+            worst,
+            float(np.abs(logits[:, 0] - expected).max()),
+            float(np.abs(top_logits - np.take_along_axis(expected, best, -1)).max()),
+            float(np.abs(top_logprobs - np.take_along_axis(logprobs, best, -1)).max()),
+        )
         past = [np.concatenate([p[:, :, :t], n, p[:, :, t:]], axis=2) for p, n in zip(past, new)]
     feeds["input_ids"] = dec.numpy()
     feeds["positions"] = np.arange(target_len)[None, :].repeat(len(lengths), 0)

@@ -21,8 +21,8 @@ from service.errors import InputTooLong, InvalidInput, InvalidOptions
 from service.kv_cache import KVCache, Slot
 from service.manifest import Manifest, load_manifest
 from service.options import DecodingConfig, GenerationOptions, ServerLimits, resolve
-from service.runner import ModelRunner
-from service.search import Search, make_search
+from service.runner import DecoderStep, ModelRunner
+from service.search import INEXACT, Scores, Search, make_search
 from service.settings import Settings
 from service.tokenizer import TextCodec
 
@@ -169,24 +169,48 @@ class Engine:
                 tokens[slot.row, 0] = token
                 positions[slot.row, 0] = s.search.generated
         self.cache.ensure(n, int(positions.max()) + 1, self.cache.source_cap)
-        logits, new_kv = self.runner.decode(
-            tokens, positions, self.cache.source_mask[:n], self.cache.decoder_feeds(self.runner.cache_inputs)
-        )
-        self.cache.write_new(new_kv, positions)
-        finished = []
-        for s in self.running:
-            parents = s.search.step(logits[[slot.row for slot in s.slots], -1])
-            if parents is not None:
-                self.cache.reorder(s.slots, parents)
-            if s.on_token is not None and s.rows == 1:
-                s.on_token(s, s.search.sequences[0][-1])
-            if not s.search.done and s.cfg.stop and self._hit_stop(s):
-                s.search.stop("stop")
-            if s.search.done:
-                finished.append(s)
+        feeds = self.cache.decoder_feeds(self.runner.cache_inputs)
+        wanted = [s.search.candidates for s in self.running]
+        top_k = 0 if 0 in wanted else max(wanted)
+        out = self.runner.decode(tokens, positions, self.cache.source_mask[:n], feeds, top_k)
+        self.cache.write_new(out.new_kv, positions)
+        finished, dst, src = [], [], []  # beam rows that continue another row of their group
+        inexact = [s for s in self.running if not self._advance(s, self._scores(s, out), finished, dst, src)]
+        if inexact:  # their K best tokens could not decide: the same step again, with the whole vocabulary
+            out = self.runner.decode(tokens, positions, self.cache.source_mask[:n], feeds)
+            for s in inexact:
+                if not self._advance(s, self._scores(s, out), finished, dst, src):
+                    raise RuntimeError("a search was inexact over the whole vocabulary")
+        self.cache.reorder(dst, src, int(positions.max()) + 1)
         for s in finished:
             self._finish(s, s.search.finish_reason)
         return finished
+
+    @staticmethod
+    def _scores(s: Sequence, out: DecoderStep) -> Scores:
+        rows = [slot.row for slot in s.slots]
+        if out.logits is not None:
+            return Scores(out.logits[rows])
+        return Scores((out.top_logprobs if s.search.log_probs else out.top_logits)[rows], out.top_ids[rows])
+
+    def _advance(self, s: Sequence, scores: Scores, finished: list, dst: list[int], src: list[int]) -> bool:
+        """One search step for `s` and its bookkeeping; False (nothing changed) if it was inexact."""
+        parents = s.search.step(scores)
+        if parents is INEXACT:
+            return False
+        if parents is not None:
+            rows = [slot.row for slot in s.slots]
+            for row, parent in zip(rows, parents):
+                if rows[parent] != row:
+                    dst.append(row)
+                    src.append(rows[parent])
+        if s.on_token is not None and s.rows == 1:
+            s.on_token(s, s.search.sequences[0][-1])
+        if not s.search.done and s.cfg.stop and self._hit_stop(s):
+            s.search.stop("stop")
+        if s.search.done:
+            finished.append(s)
+        return True
 
     def cancel(self, sequence: Sequence) -> None:
         """Drop a sequence now (client gone, deadline passed); its rows are free for the next step."""

@@ -114,14 +114,13 @@ class KVCache:
         self.source_mask[rows] = 0
         self.source_mask[rows, :length] = 1
 
-    def reorder(self, slots: list[Slot], parents: np.ndarray) -> None:
-        """Beam search: row i of the group continues row parents[i] (self-attention cache only;
-        cross K/V are the same for every beam of an input)."""
-        rows = [s.row for s in slots]
-        src = [rows[p] for p in parents]
-        if src != rows:
+    def reorder(self, dst: list[int], src: list[int], length: int) -> None:
+        """Beam search: row dst[i] continues row src[i] (every beam group of the step at once: one
+        gather per buffer). Only the self-attention cache's first `length` positions are copied;
+        cross K/V are the same for every beam of an input."""
+        if dst:
             for buf in self.self_kv:
-                buf[rows] = buf[src]
+                buf[dst, :, :length] = buf[src, :, :length]
 
     def write_new(self, new_kv: list[np.ndarray], positions: np.ndarray) -> None:
         """Write the decoder's new K/V `[n, Hkv, T, D]` at `positions` `[n, T]`, in place."""

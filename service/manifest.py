@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from service.errors import ModelLoadError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 
 AttentionKind = Literal["full", "causal", "local", "local_global"]
@@ -166,7 +166,7 @@ class ModelFiles(Strict):
 
 
 class Manifest(Strict):
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[2] = FORMAT_VERSION
     name: str = Field(..., min_length=1)
     task: Task
     architecture: str = Field(..., description="where the weights came from: heed, marian, bart, t5, ...")

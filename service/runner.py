@@ -8,6 +8,7 @@ heed falls back to the CPU and says so.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,18 @@ def session_options(threads: int, spinning: bool = False) -> ort.SessionOptions:
     return options
 
 
+@dataclass
+class DecoderStep:
+    """One decoder run: the new tokens' K/V, and the last position's scores, either the whole
+    vocabulary's `logits` `[B, V]` or the K best tokens `top_ids`, `top_logits`, `top_logprobs` `[B, K]`."""
+
+    new_kv: list[np.ndarray]
+    logits: np.ndarray | None = None
+    top_ids: np.ndarray | None = None
+    top_logits: np.ndarray | None = None
+    top_logprobs: np.ndarray | None = None
+
+
 class ModelRunner:
     def __init__(
         self, directory: Path, manifest: Manifest, provider: str = "auto", threads: int = 0, spinning: bool = False
@@ -50,33 +63,45 @@ class ModelRunner:
         self.encoder = ort.InferenceSession(str(directory / manifest.files.encoder), options, providers=self.providers)
         self.decoder = ort.InferenceSession(str(directory / manifest.files.decoder), options, providers=self.providers)
         layers = manifest.spec.decoder.layers
+        self.vocab_size = manifest.spec.vocab_size
         names = [i.name for i in self.decoder.get_inputs()]
-        self.cache_inputs = names[3:]  # past_* for every layer, then cross_*
-        self.step_outputs = [o.name for o in self.decoder.get_outputs() if o.name != "cross_attention"]
+        self.cache_inputs = [n for n in names if n.startswith(("past_", "cross_"))]  # past_* per layer, then cross_*
+        self.new_kv_outputs = [o.name for o in self.decoder.get_outputs() if o.name.startswith("new_")]
         if len(self.cache_inputs) != 4 * layers:
             raise ModelLoadError(
                 f"{directory}: decoder graph has {len(self.cache_inputs)} cache inputs, expected {4 * layers}"
             )
+        if "top_k" not in names:
+            raise ModelLoadError(f"{directory}: decoder graph has no top_k input; export the model again")
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
         """-> cross K, V per decoder layer, `[B, Hkv, S, D]` each."""
         return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
 
     def decode(
-        self, input_ids: np.ndarray, positions: np.ndarray, source_mask: np.ndarray, cache: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """-> logits `[B, T, V]` and the new tokens' K, V per layer `[B, Hkv, T, D]`."""
-        logits, *new = self.decoder.run(
-            self.step_outputs, {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache}
-        )
-        return logits, new
+        self,
+        input_ids: np.ndarray,
+        positions: np.ndarray,
+        source_mask: np.ndarray,
+        cache: dict[str, np.ndarray],
+        top_k: int = 0,
+    ) -> DecoderStep:
+        """Run the decoder on new tokens; `top_k` > 0 returns the last position's K best tokens
+        (computed in the graph), 0 the whole vocabulary's logits."""
+        k = min(top_k, self.vocab_size)
+        scores = ["top_ids", "top_logits", "top_logprobs"] if k else ["logits"]
+        out = self._run([*self.new_kv_outputs, *scores], input_ids, positions, source_mask, cache, k)
+        new, rest = out[: len(self.new_kv_outputs)], out[len(self.new_kv_outputs) :]
+        if k:
+            return DecoderStep(new, top_ids=rest[0], top_logits=rest[1], top_logprobs=rest[2])
+        return DecoderStep(new, logits=rest[0][:, -1])
 
     def cross_attention(
         self, input_ids: np.ndarray, positions: np.ndarray, source_mask: np.ndarray, cache: dict[str, np.ndarray]
     ) -> np.ndarray:
         """-> each decoder layer's cross-attention weights, mean over heads, `[B, L, T, S]`."""
-        (weights,) = self.decoder.run(
-            ["cross_attention"],
-            {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache},
-        )
-        return weights
+        return self._run(["cross_attention"], input_ids, positions, source_mask, cache, 1)[0]
+
+    def _run(self, outputs, input_ids, positions, source_mask, cache, top_k: int) -> list[np.ndarray]:
+        feeds = {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache}
+        return self.decoder.run(outputs, feeds | {"top_k": np.array([max(top_k, 1)], dtype=np.int64)})

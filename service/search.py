@@ -5,8 +5,14 @@ same length conventions, same finished-hypothesis bookkeeping), because users wh
 checkpoint expect the tokens transformers gives them. Lengths: `generated` counts tokens after
 the decoder start token; transformers' `cur_len` is `generated + 1`.
 
-A search owns `rows` cache rows (1, or beam_size). Each step it receives those rows' logits and
+A search owns `rows` cache rows (1, or beam_size). Each step it receives those rows' `Scores` and
 returns, per row, the row of the previous step it continues (the cache is reordered to match).
+`Scores` are either the whole vocabulary's logits or, usually, the K best tokens of each row that
+the decoder graph selected: processors only ban or lower scores (a repetition penalty below 1,
+which raises them, and sampling ask for the whole vocabulary), so a choice among the K best is the
+choice over the vocabulary whenever it beats `bound`, the best score any other token can have.
+When it does not (ties at the bound, or too many candidates banned) the step returns `INEXACT`
+without changing the search, and the engine gives it the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -19,6 +25,14 @@ from service.options import DecodingConfig
 
 NEG = np.float32(-np.inf)
 BEAM_PENALTY = np.float32(-1.0e9)
+SPARE_CANDIDATES = 16  # tokens beyond those a search keeps that processors may ban before a step is inexact
+
+
+class Inexact:
+    """A search's answer when the K best tokens could not decide its step."""
+
+
+INEXACT = Inexact()
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -39,35 +53,61 @@ def banned_ngram_tokens(history: list[int], n: int) -> list[int]:
     return [history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i : i + n - 1]) == prefix]
 
 
+class Scores:
+    """Next-token scores of a search's rows (a copy it may change in place).
+
+    `values` `[rows, C]`: logits, or log-probabilities with `ids` (beam search's top-K path).
+    `ids` `[rows, C]`: the token of each column (the K best, best first), or None when the
+    columns are the whole vocabulary. `bound` `[rows]`: the highest unprocessed score of a token
+    outside the columns. A search over the whole vocabulary is always exact.
+    """
+
+    def __init__(self, values: np.ndarray, ids: np.ndarray | None = None):
+        self.values, self.ids = values, ids
+        self.bound = None if ids is None else values[:, -1].copy()
+
+    def columns(self, row: int, tokens) -> np.ndarray:
+        """The columns of `row` that hold any of `tokens`."""
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        return tokens if self.ids is None else np.flatnonzero(np.isin(self.ids[row], tokens))
+
+    def tokens(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return columns if self.ids is None else self.ids[rows, columns]
+
+
 def process_scores(
-    scores: np.ndarray, histories: list[list[int]], cfg: DecodingConfig, eos_id: int, generated: int
+    scores: Scores, histories: list[list[int]], cfg: DecodingConfig, eos_id: int, generated: int
 ) -> np.ndarray:
-    """Apply the configured processors in place to `scores` `[rows, V]` (transformers' order)."""
+    """Apply the configured processors in place to `scores.values` (transformers' order)."""
+    v = scores.values
     if cfg.repetition_penalty != 1.0:
         for row, history in enumerate(histories):
-            ids = np.unique(np.asarray(history))
-            s = scores[row, ids]
-            scores[row, ids] = np.where(s < 0, s * cfg.repetition_penalty, s / cfg.repetition_penalty)
+            cols = scores.columns(row, np.unique(np.asarray(history)))
+            s = v[row, cols]
+            v[row, cols] = np.where(s < 0, s * cfg.repetition_penalty, s / cfg.repetition_penalty)
     if cfg.no_repeat_ngram_size:
         for row, history in enumerate(histories):
             banned = banned_ngram_tokens(history, cfg.no_repeat_ngram_size)
             if banned:
-                scores[row, banned] = NEG
+                v[row, scores.columns(row, banned)] = NEG
     for word in cfg.bad_words_ids:
         if list(word) == [eos_id]:
             continue
         for row, history in enumerate(histories):
             if len(word) == 1 or tuple(history[len(history) - len(word) + 1 :]) == word[:-1]:
-                scores[row, word[-1]] = NEG
-    if generated < cfg.min_new_tokens:
-        scores[:, eos_id] = NEG
+                v[row, scores.columns(row, word[-1])] = NEG
+    forced = None
     if cfg.forced_bos_id is not None and generated == 0:
-        scores[:] = NEG
-        scores[:, cfg.forced_bos_id] = 0
-    if cfg.forced_eos_id is not None and generated == cfg.max_new_tokens - 1:
-        scores[:] = NEG
-        scores[:, cfg.forced_eos_id] = 0
-    return scores
+        forced = cfg.forced_bos_id
+    elif cfg.forced_eos_id is not None and generated == cfg.max_new_tokens - 1:
+        forced = cfg.forced_eos_id
+    for row in range(len(v)):
+        if generated < cfg.min_new_tokens:
+            v[row, scores.columns(row, eos_id)] = NEG
+        if forced is not None:
+            v[row] = NEG
+            v[row, scores.columns(row, forced)] = 0
+    return v
 
 
 class Search(ABC):
@@ -85,10 +125,20 @@ class Search(ABC):
     def last_tokens(self) -> list[int]:
         return [seq[-1] for seq in self.sequences]
 
+    keep: int = 1  # tokens a step chooses per row
+    log_probs: bool = False  # scores are log-probabilities (beam search), else logits
+
+    @property
+    def candidates(self) -> int:
+        """The K best tokens per row this search asks of the graph (0: it needs the whole vocabulary)."""
+        if self.cfg.repetition_penalty < 1.0:  # raises the scores of tokens seen: any of them may become best
+            return 0
+        return self.keep + SPARE_CANDIDATES
+
     @abstractmethod
-    def step(self, logits: np.ndarray) -> np.ndarray | None:
-        """Consume `[rows, V]` logits (this search's own copy: it may change them in place);
-        return each row's parent row, or None if unchanged."""
+    def step(self, scores: Scores) -> np.ndarray | Inexact | None:
+        """Consume this step's scores; return each row's parent row, None if unchanged, or `INEXACT`
+        (nothing changed) when the K best tokens were not enough to decide."""
 
     def output(self) -> list[int]:
         """Generated tokens without the start token and without a final EOS."""
@@ -103,14 +153,21 @@ class Search(ABC):
 
 
 class Greedy(Search):
-    def _choose(self, scores: np.ndarray) -> int:
-        return int(np.argmax(scores[0]))
+    def _choose(self, scores: Scores) -> int | None:
+        """The best token, the lowest id among equals (as argmax over the vocabulary); None if a
+        token outside the columns might be as good."""
+        v = scores.values[0]
+        best = v.max()
+        if scores.ids is not None and not best > scores.bound[0]:
+            return None
+        cols = np.flatnonzero(v == best)
+        return int(cols[0] if scores.ids is None else scores.ids[0, cols].min())
 
-    def step(self, logits: np.ndarray) -> None:
-        scores = process_scores(
-            logits.astype(np.float32, copy=False), self.sequences, self.cfg, self.eos_id, self.generated
-        )
+    def step(self, scores: Scores) -> Inexact | None:
+        process_scores(scores, self.sequences, self.cfg, self.eos_id, self.generated)
         token = self._choose(scores)
+        if token is None:
+            return INEXACT
         self.sequences[0].append(token)
         self.generated += 1
         if token == self.eos_id:
@@ -127,8 +184,12 @@ class Sampling(Greedy):
         super().__init__(cfg, start_id, eos_id)
         self.rng = rng
 
-    def _choose(self, scores: np.ndarray) -> int:
-        s = scores[0] / np.float32(self.cfg.temperature)
+    @property
+    def candidates(self) -> int:
+        return 0  # top-k and top-p need the whole distribution
+
+    def _choose(self, scores: Scores) -> int:
+        s = scores.values[0] / np.float32(self.cfg.temperature)
         if 0 < self.cfg.top_k < s.shape[0]:
             kth = np.partition(s, -self.cfg.top_k)[-self.cfg.top_k]
             s = np.where(s < kth, NEG, s)
@@ -152,8 +213,10 @@ class BeamSearch(Search):
     the worst of the `beams` best so far; stops when no live beam can improve on them.
     """
 
+    log_probs = True
+
     def __init__(self, cfg: DecodingConfig, start_id: int, eos_id: int):
-        self.rows = cfg.beam_size
+        self.rows, self.keep = cfg.beam_size, 2 * cfg.beam_size
         super().__init__(cfg, start_id, eos_id)
         k = self.rows
         self.running_scores = np.full(k, BEAM_PENALTY, dtype=np.float32)
@@ -163,17 +226,21 @@ class BeamSearch(Search):
         self.is_finished = np.zeros(k, dtype=bool)
         self.improvable = True
 
-    def step(self, logits: np.ndarray) -> np.ndarray:
+    def step(self, scores: Scores) -> np.ndarray | Inexact:
         k, cfg = self.rows, self.cfg
-        logp = log_softmax(logits.astype(np.float32, copy=False))
-        logp = process_scores(logp, self.sequences, cfg, self.eos_id, self.generated)
-        vocab = logp.shape[1]
+        if scores.ids is None:
+            scores.values = log_softmax(scores.values)
+        logp = process_scores(scores, self.sequences, cfg, self.eos_id, self.generated)
         flat = (logp + self.running_scores[:, None]).reshape(-1)
-        keep = 2 * k
+        keep = self.keep
         top = np.argpartition(-flat, keep - 1)[:keep]
-        top = top[np.argsort(-flat[top], kind="stable")]
+        if scores.ids is not None and not flat[top].min() > (scores.bound + self.running_scores).max():
+            return INEXACT
+        parents, columns = np.divmod(top, logp.shape[1])
+        tokens = scores.tokens(parents, columns)
+        order = np.lexsort((tokens, parents, -flat[top]))  # best first; equals by (parent, token)
+        top, parents, tokens = top[order], parents[order], tokens[order]
         cand_scores = flat[top]
-        parents, tokens = top // vocab, top % vocab
         cand_seqs = [[*self.sequences[p], int(t)] for p, t in zip(parents, tokens)]
         hits = (tokens == self.eos_id) | (self.generated + 1 >= cfg.max_new_tokens)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from export.demo import build_model_dir, spec
 from service.engine import Engine
 from service.options import GenerationOptions, resolve
-from service.search import banned_ngram_tokens, process_scores
+from service.search import INEXACT, BeamSearch, Greedy, Scores, banned_ngram_tokens, log_softmax, process_scores
 from service.settings import Settings
 
 TEXTS = [
@@ -146,23 +147,81 @@ def config(**options):
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_scores():
-    scores = np.array([[2.0, -2.0, 2.0, -2.0]], dtype=np.float32)
+    scores = Scores(np.array([[2.0, -2.0, 2.0, -2.0]], dtype=np.float32))
     process_scores(scores, [[0, 1]], config(repetition_penalty=2.0), eos_id=9, generated=1)
-    assert scores.tolist() == [[1.0, -4.0, 2.0, -2.0]]
+    assert scores.values.tolist() == [[1.0, -4.0, 2.0, -2.0]]
 
 
 def test_min_new_tokens_and_forced_tokens():
     cfg = config(min_new_tokens=2, max_new_tokens=5)
     scores = np.zeros((1, 4), dtype=np.float32)
-    process_scores(scores, [[0]], cfg, eos_id=1, generated=1)
+    process_scores(Scores(scores), [[0]], cfg, eos_id=1, generated=1)
     assert scores[0, 1] == -np.inf and np.isfinite(scores[0, [0, 2, 3]]).all()
-    from dataclasses import replace
-
     forced = replace(cfg, forced_bos_id=3, forced_eos_id=2, min_new_tokens=0)
-    first = process_scores(np.zeros((1, 4), np.float32), [[0]], forced, eos_id=1, generated=0)
+    first = process_scores(Scores(np.zeros((1, 4), np.float32)), [[0]], forced, eos_id=1, generated=0)
     assert first.argmax() == 3 and np.isinf(first[0, [0, 1, 2]]).all()
-    last = process_scores(np.zeros((1, 4), np.float32), [[0, 3, 3, 3, 3]], forced, eos_id=1, generated=4)
+    last = process_scores(Scores(np.zeros((1, 4), np.float32)), [[0, 3, 3, 3, 3]], forced, eos_id=1, generated=4)
     assert last.argmax() == 2 and np.isinf(last[0, [0, 1, 3]]).all()
+
+
+def k_best(logits: np.ndarray, k: int, log_probs: bool) -> Scores:
+    """What the decoder graph's top_k outputs give a search: the k best tokens, best first."""
+    ids = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    values = log_softmax(logits) if log_probs else logits
+    return Scores(np.take_along_axis(values, ids, -1), ids)
+
+
+def processing(**options):
+    """A config with every processor that bans or lowers scores."""
+    cfg = config(repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3, **options)
+    return replace(cfg, bad_words_ids=((5,), (7, 8)))
+
+
+def test_processors_on_the_k_best_give_the_scores_they_give_over_the_vocabulary():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 40)).astype(np.float32)
+    histories = [[0, 7, 5, 9, 7], [0, 9, 9], [0, 12, 13, 12]]
+    full = Scores(logits.copy())
+    top = k_best(logits, 12, log_probs=False)
+    top.ids[0, -1] = 8  # make sure banned tokens are among the columns
+    top.values[0, -1] = logits[0, 8]
+    for scores in (full, top):
+        process_scores(scores, histories, processing(), eos_id=1, generated=2)
+    assert np.array_equal(top.values, np.take_along_axis(full.values, top.ids, -1))
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_searches_on_the_k_best_decide_as_over_the_vocabulary(search):
+    """Two searches in lockstep on the same random logits, one over the vocabulary and one over the
+    k best (falling back to the vocabulary when inexact, as the engine does): same tokens, same parents."""
+    vocab, beams, rng = 50, 3, np.random.default_rng(1)
+    cfg = processing(max_new_tokens=30, beam_size=beams if search == "beam" else 1)
+    make = (lambda: BeamSearch(cfg, 0, 1)) if search == "beam" else (lambda: Greedy(cfg, 0, 1))
+    whole, k_best_search = make(), make()
+    steps = inexact = 0
+    while not whole.done:
+        logits = rng.normal(scale=3.0, size=(whole.rows, vocab)).astype(np.float32)
+        logits[:, 2] = logits[:, 3]  # a tie
+        expected = whole.step(Scores(logits.copy()))
+        got = k_best_search.step(k_best(logits, k_best_search.candidates, k_best_search.log_probs))
+        if got is INEXACT:
+            inexact += 1
+            got = k_best_search.step(Scores(logits.copy()))
+        assert k_best_search.sequences == whole.sequences
+        assert (expected is None and got is None) or np.array_equal(expected, got)
+        steps += 1
+    assert k_best_search.output() == whole.output() and steps > 3 and inexact < steps / 2
+
+
+def test_a_step_without_a_safe_choice_among_the_k_best_is_inexact_and_changes_nothing():
+    search = Greedy(replace(config(), bad_words_ids=((4,), (5,))), 0, 1)
+    logits = np.array([[0.0, 0.1, 0.2, 0.3, 2.0, 1.0]], dtype=np.float32)
+    assert search.step(k_best(logits, 2, log_probs=False)) is INEXACT  # both banned
+    assert search.sequences == [[0]] and search.generated == 0
+    assert search.step(k_best(logits, 3, log_probs=False)) is INEXACT  # token 3 only ties the bound
+    assert search.step(k_best(logits, 4, log_probs=False)) is None and search.sequences == [[0, 3]]
+    everything_banned = np.full((1, 6), -np.inf, dtype=np.float32)
+    assert search.step(Scores(everything_banned)) is None  # over the vocabulary a step is always decided
 
 
 def test_banned_ngram_tokens():

@@ -44,13 +44,14 @@ def test_growth_keeps_running_rows_and_reset_when_empty():
 
 def test_write_new_at_each_rows_own_position_and_beam_reorder():
     cache = KVCache(layers=1, kv_heads=1, head_dim=1, max_rows=4, chunk=8)
-    slots = cache.allocate(3)
+    cache.allocate(3)
     new = [np.array([[[[10.0]]], [[[20.0]]], [[[30.0]]]], dtype=np.float32)] * 2
     cache.write_new(new, np.array([[0], [3], [5]]))
     k = cache.self_kv[0]
     assert k[0, 0, 0, 0] == 10 and k[1, 0, 3, 0] == 20 and k[2, 0, 5, 0] == 30
-    cache.reorder(slots, np.array([2, 2, 0]))
+    cache.reorder([0, 1, 2], [2, 2, 0], 6)  # rows continue 2, 2, 0: sources read before any is overwritten
     assert k[0, 0, 5, 0] == 30 and k[1, 0, 5, 0] == 30 and k[2, 0, 0, 0] == 10
+    assert k[1, 0, 3, 0] == 0  # row 1 took row 2's history, its own is gone
 
 
 def test_allocation_beyond_capacity_is_refused():
