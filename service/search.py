@@ -71,6 +71,14 @@ class Scores:
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         return tokens if self.ids is None else np.flatnonzero(np.isin(self.ids[row], tokens))
 
+    def set(self, token: int, value: np.float32, row: int | None = None) -> None:
+        """Set `token`'s score in `row` (every row if None), where it is among the columns."""
+        rows = slice(None) if row is None else row
+        if self.ids is None:
+            self.values[rows, token] = value
+        else:
+            self.values[rows][self.ids[rows] == token] = value
+
     def tokens(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         return columns if self.ids is None else self.ids[rows, columns]
 
@@ -93,20 +101,22 @@ def process_scores(
     for word in cfg.bad_words_ids:
         if list(word) == [eos_id]:
             continue
+        if len(word) == 1:
+            scores.set(word[0], NEG)
+            continue
         for row, history in enumerate(histories):
-            if len(word) == 1 or tuple(history[len(history) - len(word) + 1 :]) == word[:-1]:
-                v[row, scores.columns(row, word[-1])] = NEG
+            if tuple(history[len(history) - len(word) + 1 :]) == word[:-1]:
+                scores.set(word[-1], NEG, row)
+    if generated < cfg.min_new_tokens:
+        scores.set(eos_id, NEG)
     forced = None
     if cfg.forced_bos_id is not None and generated == 0:
         forced = cfg.forced_bos_id
     elif cfg.forced_eos_id is not None and generated == cfg.max_new_tokens - 1:
         forced = cfg.forced_eos_id
-    for row in range(len(v)):
-        if generated < cfg.min_new_tokens:
-            v[row, scores.columns(row, eos_id)] = NEG
-        if forced is not None:
-            v[row] = NEG
-            v[row, scores.columns(row, forced)] = 0
+    if forced is not None:
+        v[:] = NEG
+        scores.set(forced, np.float32(0))
     return v
 
 
