@@ -152,6 +152,8 @@ class Engine:
             input_ids[i, : len(s.input_ids)] = s.input_ids
             mask[i, : len(s.input_ids)] = 1
         cross = self.runner.encode(input_ids, mask)
+        rows = self.cache.used + sum(s.rows for s in sequences)
+        self.cache.ensure(rows, max(self.cache.past_cap, 1), longest)  # grow once for the group
         for i, s in enumerate(sequences):
             s.slots = self.cache.allocate(s.rows)
             self.cache.write_cross(s.slots, cross, i, len(s.input_ids))

@@ -79,6 +79,15 @@ class Scores:
         else:
             self.values[rows][self.ids[rows] == token] = value
 
+    def force(self, token: int) -> None:
+        """Only `token` may come next (score 0, every other -inf): decided on the K best too."""
+        self.values[:] = NEG
+        if self.ids is None:
+            self.values[:, token] = 0
+        else:
+            self.ids = self.ids.copy()
+            self.ids[:, 0], self.values[:, 0], self.bound = token, 0, np.full(len(self.values), NEG)
+
     def tokens(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         return columns if self.ids is None else self.ids[rows, columns]
 
@@ -115,9 +124,8 @@ def process_scores(
     elif cfg.forced_eos_id is not None and generated == cfg.max_new_tokens - 1:
         forced = cfg.forced_eos_id
     if forced is not None:
-        v[:] = NEG
-        scores.set(forced, np.float32(0))
-    return v
+        scores.force(forced)
+    return scores.values
 
 
 class Search(ABC):
@@ -244,8 +252,10 @@ class BeamSearch(Search):
         flat = (logp + self.running_scores[:, None]).reshape(-1)
         keep = self.keep
         top = np.argpartition(-flat, keep - 1)[:keep]
-        if scores.ids is not None and not flat[top].min() > (scores.bound + self.running_scores).max():
-            return INEXACT
+        if scores.ids is not None:
+            excluded = (scores.bound + self.running_scores).max()  # the best score left out of the columns
+            if excluded > NEG and not flat[top].min() > excluded:
+                return INEXACT
         parents, columns = np.divmod(top, logp.shape[1])
         tokens = scores.tokens(parents, columns)
         order = np.lexsort((tokens, parents, -flat[top]))  # best first; equals by (parent, token)

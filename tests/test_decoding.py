@@ -174,7 +174,7 @@ def k_best(logits: np.ndarray, k: int, log_probs: bool) -> Scores:
 def processing(**options):
     """A config with every processor that bans or lowers scores."""
     cfg = config(repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=3, **options)
-    return replace(cfg, bad_words_ids=((5,), (7, 8)))
+    return replace(cfg, bad_words_ids=((5,), (7, 8)), forced_bos_id=4, forced_eos_id=1)
 
 
 def test_processors_on_the_k_best_give_the_scores_they_give_over_the_vocabulary():
@@ -198,19 +198,20 @@ def test_searches_on_the_k_best_decide_as_over_the_vocabulary(search):
     cfg = processing(max_new_tokens=30, beam_size=beams if search == "beam" else 1)
     make = (lambda: BeamSearch(cfg, 0, 1)) if search == "beam" else (lambda: Greedy(cfg, 0, 1))
     whole, k_best_search = make(), make()
-    steps = inexact = 0
+    steps, inexact = 0, []
     while not whole.done:
         logits = rng.normal(scale=3.0, size=(whole.rows, vocab)).astype(np.float32)
         logits[:, 2] = logits[:, 3]  # a tie
         expected = whole.step(Scores(logits.copy()))
         got = k_best_search.step(k_best(logits, k_best_search.candidates, k_best_search.log_probs))
         if got is INEXACT:
-            inexact += 1
+            inexact.append(steps)
             got = k_best_search.step(Scores(logits.copy()))
         assert k_best_search.sequences == whole.sequences
         assert (expected is None and got is None) or np.array_equal(expected, got)
         steps += 1
-    assert k_best_search.output() == whole.output() and steps > 3 and inexact < steps / 2
+    assert k_best_search.output() == whole.output() and steps > 3 and len(inexact) < steps / 2
+    assert 0 not in inexact and 29 not in inexact  # forced first and last tokens are decided on the k best
 
 
 def test_a_step_without_a_safe_choice_among_the_k_best_is_inexact_and_changes_nothing():
