@@ -6,7 +6,8 @@ decoder.onnx   input_ids [B, T], positions [B, T], source_mask [B, S],
                past_key_i, past_value_i [B, Hkv, P, D], cross_key_i, cross_value_i [B, Hkv, S, D]
                -> logits [B, T, V], new_key_i, new_value_i [B, Hkv, T, D],
                   cross_attention [B, L, T, S] (each layer's cross-attention weights, mean over heads)
-               top_k [1] -> top_ids, top_logits, top_logprobs [B, K] (the last position's K best tokens)
+               top_k [1], with_logprobs [1] -> top_ids, top_logits, top_logprobs [B, T, K]
+                  (each position's K best tokens, see `add_token_choice`)
 
 K/V are separate inputs per layer so that the runtime can hand ONNX Runtime contiguous slices of
 its preallocated buffers (no copy), and the decoder returns only the new tokens' K/V, which the
@@ -120,37 +121,55 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
 
 
 def add_token_choice(decoder_path: Path) -> None:
-    """Append the `top_k` input and the `top_ids`, `top_logits`, `top_logprobs` outputs.
+    """Append inputs `top_k` [1] and `with_logprobs` [1] (bool) and outputs `top_ids`,
+    `top_logits`, `top_logprobs` `[B, T, K]`: each position's K best tokens, best first.
 
-    Log-probabilities are computed as the runtime's `log_softmax` does (x - max - log(sum(exp(x - max))))
-    so that beam scores do not depend on whether a step used these outputs or the full logits.
+    `top_logprobs` are log-probabilities when `with_logprobs` is true, computed as the runtime's
+    `log_softmax` does (x - max - log(sum(exp(x - max)))) so that beam scores do not depend on
+    whether a step used these outputs or the full logits. Otherwise they are the logits again:
+    an `If` skips the softmax over the vocabulary, which greedy decoding does not need (at batch
+    32 of a Marian-base model it is ~8% of a step).
     """
     model = onnx.load(str(decoder_path))
     graph = model.graph
-    graph.initializer.extend(
-        helper.make_tensor(name, TensorProto.INT64, [1], [value])
-        for name, value in (("choice_last", -1), ("choice_axis", -1), ("choice_position_axis", 1))
-    )
-    graph.node.extend(
+    graph.initializer.append(helper.make_tensor("choice_axis", TensorProto.INT64, [1], [-1]))
+    logprobs = helper.make_graph(
         [
-            helper.make_node("Gather", ["logits", "choice_last"], ["choice_rows"], axis=1),  # [B, 1, V]
-            helper.make_node("Squeeze", ["choice_rows", "choice_position_axis"], ["choice_logits"]),  # [B, V]
-            helper.make_node("TopK", ["choice_logits", "top_k"], ["top_logits", "top_ids"], axis=-1),
-            helper.make_node("ReduceMax", ["choice_logits", "choice_axis"], ["choice_max"], keepdims=1),
-            helper.make_node("Sub", ["choice_logits", "choice_max"], ["choice_shifted"]),
+            helper.make_node("ReduceMax", ["logits", "choice_axis"], ["choice_max"], keepdims=1),
+            helper.make_node("Sub", ["logits", "choice_max"], ["choice_shifted"]),
             helper.make_node("Exp", ["choice_shifted"], ["choice_exp"]),
             helper.make_node("ReduceSum", ["choice_exp", "choice_axis"], ["choice_sum"], keepdims=1),
             helper.make_node("Log", ["choice_sum"], ["choice_log_sum"]),
             helper.make_node("Sub", ["top_logits", "choice_max"], ["choice_top_shifted"]),
-            helper.make_node("Sub", ["choice_top_shifted", "choice_log_sum"], ["top_logprobs"]),
+            helper.make_node("Sub", ["choice_top_shifted", "choice_log_sum"], ["choice_logprobs"]),
+        ],
+        "logprobs",
+        [],
+        [helper.make_tensor_value_info("choice_logprobs", TensorProto.FLOAT, None)],
+    )
+    same = helper.make_graph(
+        [helper.make_node("Identity", ["top_logits"], ["choice_same"])],
+        "logits",
+        [],
+        [helper.make_tensor_value_info("choice_same", TensorProto.FLOAT, None)],
+    )
+    graph.node.extend(
+        [
+            helper.make_node("TopK", ["logits", "top_k"], ["top_logits", "top_ids"], axis=-1),
+            helper.make_node("If", ["with_logprobs"], ["top_logprobs"], then_branch=logprobs, else_branch=same),
         ]
     )
-    graph.input.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
+    graph.input.extend(
+        [
+            helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]),
+            helper.make_tensor_value_info("with_logprobs", TensorProto.BOOL, [1]),
+        ]
+    )
     graph.output.extend(
         [
-            helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["batch", "k"]),
-            helper.make_tensor_value_info("top_logits", TensorProto.FLOAT, ["batch", "k"]),
-            helper.make_tensor_value_info("top_logprobs", TensorProto.FLOAT, ["batch", "k"]),
+            helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["batch", "new", "k"]),
+            helper.make_tensor_value_info("top_logits", TensorProto.FLOAT, ["batch", "new", "k"]),
+            helper.make_tensor_value_info("top_logprobs", TensorProto.FLOAT, ["batch", "new", "k"]),
         ]
     )
     onnx.checker.check_model(model)

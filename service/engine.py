@@ -174,7 +174,8 @@ class Engine:
         feeds = self.cache.decoder_feeds(self.runner.cache_inputs)
         wanted = [s.search.candidates for s in self.running]
         top_k = 0 if 0 in wanted else max(wanted)
-        out = self.runner.decode(tokens, positions, self.cache.source_mask[:n], feeds, top_k)
+        logprobs = any(s.search.log_probs for s in self.running)
+        out = self.runner.decode(tokens, positions, self.cache.source_mask[:n], feeds, top_k, logprobs)
         self.cache.write_new(out.new_kv, positions)
         finished, dst, src = [], [], []  # beam rows that continue another row of their group
         inexact = [s for s in self.running if not self._advance(s, self._scores(s, out), finished, dst, src)]

@@ -71,8 +71,8 @@ class ModelRunner:
             raise ModelLoadError(
                 f"{directory}: decoder graph has {len(self.cache_inputs)} cache inputs, expected {4 * layers}"
             )
-        if "top_k" not in names:
-            raise ModelLoadError(f"{directory}: decoder graph has no top_k input; export the model again")
+        if not {"top_k", "with_logprobs"} <= set(names):
+            raise ModelLoadError(f"{directory}: decoder graph has no token-choice inputs; export the model again")
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
         """-> cross K, V per decoder layer, `[B, Hkv, S, D]` each."""
@@ -85,23 +85,26 @@ class ModelRunner:
         source_mask: np.ndarray,
         cache: dict[str, np.ndarray],
         top_k: int = 0,
+        logprobs: bool = False,
     ) -> DecoderStep:
         """Run the decoder on new tokens; `top_k` > 0 returns the last position's K best tokens
-        (computed in the graph), 0 the whole vocabulary's logits."""
+        (computed in the graph; `top_logprobs` are log-probabilities only with `logprobs`), 0 the
+        whole vocabulary's logits."""
         k = min(top_k, self.vocab_size)
         scores = ["top_ids", "top_logits", "top_logprobs"] if k else ["logits"]
-        out = self._run([*self.new_kv_outputs, *scores], input_ids, positions, source_mask, cache, k)
-        new, rest = out[: len(self.new_kv_outputs)], out[len(self.new_kv_outputs) :]
+        out = self._run([*self.new_kv_outputs, *scores], input_ids, positions, source_mask, cache, k, logprobs)
+        new, rest = out[: len(self.new_kv_outputs)], [x[:, -1] for x in out[len(self.new_kv_outputs) :]]
         if k:
             return DecoderStep(new, top_ids=rest[0], top_logits=rest[1], top_logprobs=rest[2])
-        return DecoderStep(new, logits=rest[0][:, -1])
+        return DecoderStep(new, logits=rest[0])
 
     def cross_attention(
         self, input_ids: np.ndarray, positions: np.ndarray, source_mask: np.ndarray, cache: dict[str, np.ndarray]
     ) -> np.ndarray:
         """-> each decoder layer's cross-attention weights, mean over heads, `[B, L, T, S]`."""
-        return self._run(["cross_attention"], input_ids, positions, source_mask, cache, 1)[0]
+        return self._run(["cross_attention"], input_ids, positions, source_mask, cache, 1, False)[0]
 
-    def _run(self, outputs, input_ids, positions, source_mask, cache, top_k: int) -> list[np.ndarray]:
+    def _run(self, outputs, input_ids, positions, source_mask, cache, top_k: int, logprobs: bool) -> list[np.ndarray]:
         feeds = {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache}
-        return self.decoder.run(outputs, feeds | {"top_k": np.array([max(top_k, 1)], dtype=np.int64)})
+        choice = {"top_k": np.array([max(top_k, 1)], dtype=np.int64), "with_logprobs": np.array([logprobs])}
+        return self.decoder.run(outputs, feeds | choice)

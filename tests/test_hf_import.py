@@ -85,7 +85,8 @@ def onnx_logits(directory: Path, ids: np.ndarray, mask: np.ndarray, decoder_ids:
             "source_mask": mask,
         }
         feeds |= dict(zip(cache_names("past", layers), past)) | dict(zip(cache_names("cross", layers), cross))
-        logits, *new = decoder.run(["logits", *cache_names("new", layers)], feeds | {"top_k": np.array([1])})
+        feeds |= {"top_k": np.array([1]), "with_logprobs": np.array([False])}
+        logits, *new = decoder.run(["logits", *cache_names("new", layers)], feeds)
         steps.append(logits[:, 0])
         past = [np.concatenate([p, n], axis=2) for p, n in zip(past, new)]
     return np.stack(steps, axis=1)
