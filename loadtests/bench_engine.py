@@ -4,8 +4,8 @@ All engines load the reference checkpoint (loadtests/reference.py); heed imports
 importer (fp32, and int8 dynamic quantization), CTranslate2 converts it (float32, int8),
 transformers runs it in PyTorch. Each workload forces 48 target tokens per input, so every
 engine produces the same number of tokens; throughput is target tokens per second, the
-median of `--repeats` timed runs after a warm-up. Engines take turns within a workload so that
-drift in the machine's load hits them alike. Prints a table with ratios, writes JSON and a PNG.
+median of `--repeats` rounds after a warm-up, each round running every engine once in turn, so
+that drift in the machine's load hits them alike. Prints a table with ratios, writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -99,15 +99,21 @@ def ctranslate2_engine(checkpoint: Path, work: Path, quantization: str, threads:
     return run
 
 
-def timed(run: Run, texts: list[str], beam: int, repeats: int) -> float:
-    """Median target tokens per second over `repeats` runs (after one warm-up run)."""
-    run(texts[: min(len(texts), 2)], beam)
-    seconds = []
+def timed(engines: dict[str, Run], texts: list[str], beam: int, repeats: int) -> dict[str, float]:
+    """Median target tokens per second of each engine over `repeats` rounds (after a warm-up).
+
+    Each round runs every engine once, in turn, so that a slow spell of a shared machine slows
+    all engines of that round rather than one engine's every run.
+    """
+    for run in engines.values():
+        run(texts[: min(len(texts), 2)], beam)
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run(texts, beam)
-        seconds.append(time.perf_counter() - start)
-    return len(texts) * NEW_TOKENS / statistics.median(seconds)
+        for name, run in engines.items():
+            start = time.perf_counter()
+            run(texts, beam)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: len(texts) * NEW_TOKENS / statistics.median(times) for name, times in seconds.items()}
 
 
 def prepare_heed(checkpoint: Path, work: Path) -> dict[str, Path]:
@@ -158,7 +164,7 @@ def main(argv: list[str]) -> int:
         "--work", type=Path, default=Path("artifacts/bench"), help="checkpoints, converted models, results"
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--engines", default="heed-fp32,heed-int8,transformers,ct2-float32,ct2-int8")
     parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     args = parser.parse_args(argv)
@@ -180,7 +186,7 @@ def main(argv: list[str]) -> int:
 
     results = []
     for workload in workloads:
-        row = {name: timed(run, texts[: workload.batch], workload.beam, args.repeats) for name, run in engines.items()}
+        row = timed(engines, texts[: workload.batch], workload.beam, args.repeats)
         results.append(
             {"workload": workload.name, **asdict(workload), "tokens_per_s": row, "ratios": ratio_columns(row)}
         )
