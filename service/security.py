@@ -8,7 +8,8 @@
 - when API keys are configured (`HEED_API_KEYS`), refuses requests without a matching
   `Authorization: Bearer <key>` with 401, comparing in constant time against every key so that
   timing tells nothing about which key or how much of it matched. Probes and metrics
-  (`OPEN_PATHS`) stay open: orchestrators and Prometheus carry no keys;
+  (`OPEN_PATHS`) stay open: orchestrators and Prometheus carry no keys; so do the translation
+  page's static files, which hold no data (the page asks for a key and sends it with its calls);
 - refuses bodies over `HEED_MAX_BODY_BYTES` with 413 before any of it is parsed (by the declared
   Content-Length, else while reading), so that a huge body costs neither memory nor JSON parsing.
 
@@ -28,10 +29,12 @@ from collections import deque
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.page import PAGE
+
 log = logging.getLogger("heed.access")
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("heed_request_id", default="-")
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", *PAGE})
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # safe to echo in headers and logs
 
 

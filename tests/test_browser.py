@@ -159,3 +159,28 @@ def test_the_apis_error_is_shown_in_the_page(server, browser):
     status = browser.find_element(By.ID, "status").text
     assert "413 input_too_long" in status and "tokens" in status
     assert browser.find_element(By.ID, "translate").is_enabled()  # the person can fix the text and retry
+
+
+@pytest.fixture(scope="module")
+def locked_server(tmp_path_factory):
+    """The same model behind an API key: the page itself is open, its API calls are not."""
+    repo = tmp_path_factory.mktemp("locked-repo")
+    prepare(repo, names=[NUMBERS.name])
+    with running(repo, tmp_path_factory.mktemp("logs") / "locked.log", HEED_API_KEYS="page-key") as s:
+        yield s
+
+
+def test_a_server_with_api_keys_asks_for_one_and_the_page_uses_it(locked_server, browser):
+    browser.get(f"{locked_server.url}/")
+    assert wait_state(browser, "locked", "error") == "locked", browser.find_element(By.ID, "status").text
+    key = browser.find_element(By.ID, "key")
+    key.send_keys("wrong-key")
+    browser.find_element(By.ID, "unlock").click()
+    assert wait_state(browser, "locked", "ready") == "locked"
+    WebDriverWait(browser, 30).until(lambda d: "refused" in d.find_element(By.ID, "status").text)
+    key.send_keys("page-key")
+    browser.find_element(By.ID, "unlock").click()
+    assert wait_state(browser, "ready", "error") == "ready", browser.find_element(By.ID, "status").text
+    assert not browser.find_element(By.ID, "key-form").is_displayed()
+    translate_in_page(browser, "forty-two", "de")
+    assert browser.find_element(By.ID, "translation").text == "zweiundvierzig"

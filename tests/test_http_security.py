@@ -64,12 +64,13 @@ def test_the_api_and_its_docs_need_a_key(server, path):
     assert server.client.get(path).status_code == 200
 
 
-def test_every_configured_key_works_and_probes_and_metrics_stay_open(server):
+def test_every_configured_key_works_and_probes_metrics_and_the_page_files_stay_open(server):
     for key in (KEY, OTHER_KEY):
         r = server.client.post("/v1/translate", json={"text": "hello"}, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200, r.text
-    for path in ("/healthz", "/readyz", "/metrics"):
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/static/page.js", "/static/page.css"):
         assert server.client.get(path, headers={"Authorization": ""}).status_code == 200, path
+    assert server.client.get("/static/other.js", headers={"Authorization": ""}).status_code == 401
 
 
 def test_key_comparison():

@@ -1,25 +1,36 @@
 // heed's translation page. Plain JS, no dependencies: it only calls the public HTTP API.
 //   GET  /v1/models     -> the default translation model and its target languages
 //   POST /v1/translate  -> {"return_alignment": true}: the translation and its attention weights
-// The form's data-state ("loading", "ready", "busy", "done", "error") tells scripts and tests
-// when an answer is on the page.
+// The form's data-state ("loading", "locked", "ready", "busy", "done", "error") tells scripts and
+// tests when an answer is on the page. "locked": the server wants an API key (HEED_API_KEYS); the
+// key typed in is kept for this tab only (sessionStorage) and sent as "Authorization: Bearer".
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let model = null;
 
+const KEY = "heed-api-key";
+
+class Unauthorized extends Error {}
+
 /** Fetch a JSON route; heed's errors ({"error": {"type", "message"}}) become thrown Errors. */
 async function api(path, body) {
-  const init = body === undefined ? {} : {
+  const headers = {};
+  const key = sessionStorage.getItem(KEY);
+  if (key) {
+    headers.Authorization = `Bearer ${key}`;
+  }
+  const init = body === undefined ? {headers} : {
     method: "POST",
-    headers: {"Content-Type": "application/json"},
+    headers: {...headers, "Content-Type": "application/json"},
     body: JSON.stringify(body),
   };
   const response = await fetch(path, init);
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     const error = data && data.error;
-    throw new Error(error ? `${error.message} (${response.status} ${error.type})` : `HTTP ${response.status}`);
+    const message = error ? `${error.message} (${response.status} ${error.type})` : `HTTP ${response.status}`;
+    throw response.status === 401 ? new Unauthorized(message) : new Error(message);
   }
   return data;
 }
@@ -130,13 +141,39 @@ async function translate(event) {
   }
 }
 
-document.addEventListener("DOMContentLoaded", async () => {
-  $("form").addEventListener("submit", translate);
+/** Load the models and enable the form; ask for an API key when the server wants one. */
+async function start() {
+  setState("loading", "Loading the models…");
   try {
     await loadModel();
+    $("key-form").hidden = true;
     setState("ready");
     $("text").focus();
   } catch (error) {
-    setState("error", `Cannot load the models: ${error.message}`);
+    if (error instanceof Unauthorized) {
+      const tried = sessionStorage.getItem(KEY) !== null;
+      sessionStorage.removeItem(KEY);
+      $("key-form").hidden = false;
+      setState("locked", tried ? `That key was refused: ${error.message}` : "This server needs an API key.");
+      $("key").focus();
+    } else {
+      setState("error", `Cannot load the models: ${error.message}`);
+    }
   }
+}
+
+function useKey(event) {
+  event.preventDefault();
+  const key = $("key").value.trim();
+  if (key) {
+    sessionStorage.setItem(KEY, key);
+    $("key").value = "";
+    start();
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("form").addEventListener("submit", translate);
+  $("key-form").addEventListener("submit", useKey);
+  start();
 });
