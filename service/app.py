@@ -322,7 +322,8 @@ def submit(
     if body.source_lang is not None and sources and body.source_lang not in sources:
         raise InvalidOptions(f"source_lang {body.source_lang!r} is not one of this model's: {', '.join(sources)}")
     options = GenerationOptions(**{name: getattr(body, name) for name in GenerationOptions.model_fields})
-    tokens = TokenStream(asyncio.get_running_loop(), scheduler.engine.codec.decode) if stream else None
+    loop = asyncio.get_running_loop()
+    tokens = TokenStream(loop, scheduler.engine.codec.decode, scheduler.outbox) if stream else None
     sequences = scheduler.engine.prepare(
         texts,
         options,
@@ -361,8 +362,15 @@ async def event_stream(scheduler: Scheduler, job: Job) -> AsyncIterator[str]:
     """Token events, then one final event with the full text and finish_reason (or an error
     event). If the client disconnects, Starlette cancels this generator: the job is cancelled."""
     try:
-        while (event := await job.stream.queue.get()) is not None:
-            yield sse({"token": {"id": event.token_id, "text": event.text}})
+        queue, ended = job.stream.queue, False
+        while not ended:
+            events = [await queue.get()]
+            while not queue.empty():  # tokens that arrived together leave in one write
+                events.append(queue.get_nowait())
+            ended = events[-1] is None
+            tokens = events[:-1] if ended else events
+            if tokens:
+                yield "".join(sse({"token": {"id": e.token_id, "text": e.text}}) for e in tokens)
         outcome = job.future.result()
         if isinstance(outcome, RequestError):
             error = {"type": outcome.type, "message": outcome.message, "request_id": job.request_id}

@@ -5,8 +5,8 @@ queue; `submit` puts the prepared sequences of a request in a bounded waiting qu
 iteration drops cancelled and expired requests (their rows are freed at once), admits waiting
 sequences while the KV cache has rows (one encoder pass for the admitted group), then runs one
 decoder step for every running row, old and new together. Results and streamed tokens go back to
-the event loop with `call_soon_threadsafe`; ONNX Runtime releases the GIL, so the event loop keeps
-serving while a step runs.
+the event loop through the scheduler's `Outbox`, one `call_soon_threadsafe` per iteration; ONNX
+Runtime releases the GIL, so the event loop keeps serving while a step runs.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class TokenStream:
     stream ends with `None` (see `Job.settle`).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, decode):
-        self.loop, self.decode = loop, decode
+    def __init__(self, loop: asyncio.AbstractEventLoop, decode, outbox: Outbox):
+        self.loop, self.decode, self.outbox = loop, decode, outbox
         self.queue: asyncio.Queue[TokenEvent | None] = asyncio.Queue()
         self.sent = ""
 
@@ -56,7 +56,7 @@ class TokenStream:
         if not text.endswith("\ufffd"):  # else wait for the rest of a multi-byte character
             common = shared_prefix(self.sent, text)  # all of `sent`, unless decoding re-joined it
             delta, self.sent = text[common:], text
-        post(self.loop, self.queue.put_nowait, TokenEvent(token, delta))
+        self.outbox.post(self.loop, self.queue.put_nowait, TokenEvent(token, delta))
 
 
 def shared_prefix(a: str, b: str) -> int:
@@ -66,10 +66,30 @@ def shared_prefix(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def post(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
-    """Run `callback(*args)` on the event loop; a closed loop means nobody waits any more."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback, *args)
+class Outbox:
+    """Callbacks for event loops, collected while the scheduler thread iterates and sent once
+    after each iteration: one wake-up of an event loop per decoder step, not one per streamed
+    token of every running request."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._calls: dict[asyncio.AbstractEventLoop, list] = {}
+
+    def post(self, loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+        with self._lock:
+            self._calls.setdefault(loop, []).append((callback, args))
+
+    def flush(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, {}
+        for loop, batch in calls.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_run_all, batch)
+
+
+def _run_all(batch: list) -> None:
+    for callback, args in batch:
+        callback(*args)
 
 
 class Job:
@@ -85,10 +105,12 @@ class Job:
         sequences: list[Sequence],
         deadline: float,
         loop: asyncio.AbstractEventLoop,
+        outbox: Outbox,
         stream: TokenStream | None = None,
         request_id: str | None = None,
     ):
         self.sequences, self.deadline, self.loop, self.stream = sequences, deadline, loop, stream
+        self.outbox = outbox
         self.request_id = request_id
         self.pending: deque[Sequence] = deque(sequences)
         self.future: asyncio.Future[list[Generation] | RequestError] = loop.create_future()
@@ -101,7 +123,7 @@ class Job:
         return all(s.done for s in self.sequences)
 
     def settle(self, outcome: list[Generation] | RequestError) -> None:
-        post(self.loop, self._settle, outcome)
+        self.outbox.post(self.loop, self._settle, outcome)
 
     def _settle(self, outcome: list[Generation] | RequestError) -> None:
         if not self.future.done():
@@ -125,6 +147,7 @@ class Scheduler:
         self._first_token: dict[int, float] = {}  # id(sequence) -> time of its first token
         self._stopping = False
         self._abort = False
+        self.outbox = Outbox()  # answers and streamed tokens on their way to the event loop
         self._thread = threading.Thread(target=self._main, name=f"heed-scheduler-{self.name}", daemon=True)
 
     # -- event-loop side -----------------------------------------------------------------------
@@ -145,7 +168,7 @@ class Scheduler:
                 raise Overloaded("the server is shutting down")
             if len(self._waiting) >= self.settings.queue_size:
                 raise Overloaded(f"model '{self.name}' has {len(self._waiting)} requests waiting; retry later")
-            job = Job(sequences, deadline, asyncio.get_running_loop(), stream, request_id)
+            job = Job(sequences, deadline, asyncio.get_running_loop(), self.outbox, stream, request_id)
             self._waiting.append(job)
             self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
             self._cond.notify()
@@ -203,8 +226,10 @@ class Scheduler:
                 ids = ", ".join(str(j.request_id) for j in self._active)
                 log.exception("scheduler of %s failed an iteration; failing its running requests: %s", self.name, ids)
                 self._fail_active(InternalError("the model failed while decoding this request"))
+            self.outbox.flush()
         for job in [*self._active, *self._waiting]:
             self._drop(job, Overloaded("the server shut down before this request finished"))
+        self.outbox.flush()
 
     def _warm_up(self) -> None:
         """Decode a couple of tokens so that ORT's first-run allocations happen before traffic."""
