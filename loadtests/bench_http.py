@@ -113,8 +113,8 @@ def main(argv: list[str]) -> int:
     try:
         server.wait_ready(300)
         results = []
-        for mode in args.modes.split(","):
-            for clients in map(int, args.clients.split(",")):
+        for clients in map(int, args.clients.split(",")):
+            for mode in args.modes.split(","):  # modes take turns at each level: drift hits both alike
                 row = asyncio.run(level(base, args.model, texts, clients, args.seconds, stream=mode == "stream"))
                 results.append(row)
                 ttft = (
