@@ -322,8 +322,9 @@ def submit(
     if body.source_lang is not None and sources and body.source_lang not in sources:
         raise InvalidOptions(f"source_lang {body.source_lang!r} is not one of this model's: {', '.join(sources)}")
     options = GenerationOptions(**{name: getattr(body, name) for name in GenerationOptions.model_fields})
-    loop = asyncio.get_running_loop()
-    tokens = TokenStream(loop, scheduler.engine.codec.decode, scheduler.outbox) if stream else None
+    tokens = (
+        TokenStream(asyncio.get_running_loop(), scheduler.engine.codec.decode, scheduler.outbox) if stream else None
+    )
     sequences = scheduler.engine.prepare(
         texts,
         options,

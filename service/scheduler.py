@@ -89,7 +89,10 @@ class Outbox:
 
 def _run_all(batch: list) -> None:
     for callback, args in batch:
-        callback(*args)
+        try:
+            callback(*args)
+        except Exception:  # one failing callback must not keep the others' answers from their clients
+            log.exception("an answer could not be handed to the event loop")
 
 
 class Job:

@@ -132,6 +132,8 @@ class Search(ABC):
     """Base: per-row token histories (starting with the decoder start token) and the outcome."""
 
     rows: int = 1
+    keep: int = 1  # tokens a step chooses per row
+    log_probs: bool = False  # scores are log-probabilities (beam search), else logits
 
     def __init__(self, cfg: DecodingConfig, start_id: int, eos_id: int):
         self.cfg, self.eos_id = cfg, eos_id
@@ -142,9 +144,6 @@ class Search(ABC):
 
     def last_tokens(self) -> list[int]:
         return [seq[-1] for seq in self.sequences]
-
-    keep: int = 1  # tokens a step chooses per row
-    log_probs: bool = False  # scores are log-probabilities (beam search), else logits
 
     @property
     def candidates(self) -> int:
