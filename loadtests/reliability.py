@@ -45,10 +45,11 @@ SERVER_ENV = {"HEED_KV_ROWS": "8", "HEED_QUEUE_SIZE": "16", "HEED_INTRA_OP_THREA
 
 
 def build_repo(out: Path) -> Path:
-    """A repository with the demo `tiny` translation model (export.demo: needs torch)."""
-    from export.demo import build_model_dir
+    """A repository with the demo `tiny` translation model (export.demo: needs torch), with room
+    for TOKENS output tokens (the demo's default 128 positions allow 127)."""
+    from export.demo import build_model_dir, spec
 
-    build_model_dir(out, "tiny")
+    build_model_dir(out, "tiny", spec(max_positions=2 * TOKENS))
     return out
 
 
