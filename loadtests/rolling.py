@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtests.reliability import ROOT, Server, build_repo, free_port
+from loadtests.reliability import Server, build_repo
+from loadtests.server import ROOT, free_port
 
 NGINX_CONF = """\
 worker_processes 1;

@@ -68,3 +68,19 @@ def test_failed_connections_heed_never_saw_are_not_lost():
     outcome = Outcome(transport_errors=2, unanswered_ids=["r3", "r9"])
     outcome.reconcile("... INFO heed.access [r3]: POST /v1/translate 200 12.0ms\n")
     assert (outcome.transport_errors, outcome.refused, outcome.unanswered_ids) == (1, 1, ["r3"])
+
+
+def test_every_load_and_benchmark_tool_imports():
+    """`make reliability`, `make loadtest` and `heed bench` run these outside the suite: an import
+    that breaks (a helper moved elsewhere) must fail here, not there."""
+    import importlib
+    import pkgutil
+
+    import loadtests
+
+    # locustfile is left to locust, which runs it in CI (tests/test_deploy_live.py): importing it
+    # here would let gevent monkey-patch the test process
+    names = [m.name for m in pkgutil.iter_modules(loadtests.__path__) if m.name != "locustfile"]
+    assert {"rolling", "reliability", "bench_engine", "bench_http", "bench_long"} <= set(names)
+    for name in names:
+        importlib.import_module(f"loadtests.{name}")
