@@ -559,7 +559,13 @@ def serve(settings: Settings) -> int:
         handler.addFilter(RequestIdFilter())
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on", access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive,
     )
     server = GracefulServer(config, app.state.heed)
     server.run()

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="seconds from arrival to answer (queueing included); later -> 504"
     )
     shutdown_grace: float = Field(30.0, ge=0, description="seconds in-flight requests may take after SIGTERM")
+    keep_alive: float = Field(
+        75.0,
+        gt=0,
+        description="seconds an idle client connection stays open; longer than clients' and proxies' own "
+        "(httpx 5 s, nginx 60 s), so that they close first and never send on a connection the server is closing",
+    )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
     default_translate_model: str | None = Field(None, description="model of /v1/translate without 'model'")

@@ -5,6 +5,7 @@ disconnects freeing KV rows, and metrics consistent with what the clients sent."
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -247,3 +248,19 @@ def test_a_client_that_gives_up_waiting_cancels_its_request(server):
     server.wait_for("heed_kv_slots_used", 0, model="tiny", timeout=5)
     assert 0 < server.sample("heed_output_tokens_total", model="tiny") - tokens_before < LONG_TOKENS
     server.wait_for("heed_requests_total", 1, model="tiny", route="/v1/translate", status="499", timeout=5)
+
+
+def test_an_idle_connection_stays_open_longer_than_clients_keep_theirs(server):
+    """httpx keeps idle connections 5 s, nginx 60 s; a server that closes first (uvicorn's default
+    is 5 s) races them: a request sent as the server closes fails with a transport error."""
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b'{"status":"ok"}'
+        first = conn.sock
+        time.sleep(6)
+        conn.request("GET", "/healthz")  # on the same connection: closed by the server, this raises
+        assert conn.getresponse().status == 200 and conn.sock is first
+    finally:
+        conn.close()
