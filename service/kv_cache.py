@@ -62,9 +62,11 @@ class KVCache:
         new_source = _grown(self.source_cap, source, self.chunk)
         if (new_rows, new_past, new_source) == (self.rows_cap, self.past_cap, self.source_cap):
             return
-        n = self.used
+        n, more_rows = self.used, new_rows != self.rows_cap
 
         def regrow(old: list[np.ndarray], length: int, old_length: int) -> list[np.ndarray]:
+            if not more_rows and length == old_length:
+                return old  # only the other buffers grow: these keep their memory and contents
             fresh = [self._buffer(new_rows, length) for _ in range(2 * self.layers)]
             for f, o in zip(fresh, old):
                 f[:n, :, :old_length] = o[:n]
@@ -72,9 +74,10 @@ class KVCache:
 
         self.self_kv = regrow(self.self_kv, new_past, self.past_cap)
         self.cross_kv = regrow(self.cross_kv, new_source, self.source_cap)
-        mask = np.zeros((new_rows, new_source), dtype=np.int64)
-        mask[:n, : self.source_cap] = self.source_mask[:n]
-        self.source_mask = mask
+        if more_rows or new_source != self.source_cap:
+            mask = np.zeros((new_rows, new_source), dtype=np.int64)
+            mask[:n, : self.source_cap] = self.source_mask[:n]
+            self.source_mask = mask
         self.rows_cap, self.past_cap, self.source_cap = new_rows, new_past, new_source
 
     def allocate(self, count: int) -> list[Slot]:

@@ -42,6 +42,19 @@ def test_growth_keeps_running_rows_and_reset_when_empty():
     assert cache.used == 0 and cache.past_cap == 0
 
 
+def test_growing_the_past_leaves_cross_buffers_in_place():
+    cache = KVCache(layers=1, kv_heads=1, head_dim=2, max_rows=100, chunk=4)
+    slots = cache.allocate(2)
+    for i, s in enumerate(slots):
+        fill(cache, s, float(i + 1))
+    cross, mask = cache.cross_kv[0], cache.source_mask
+    cache.ensure(rows=2, past=9, source=1)  # only P grows: no copy of the (long) source side
+    assert cache.cross_kv[0] is cross and cache.source_mask is mask
+    assert cache.past_cap == 12 and cache.self_kv[0][slots[1].row, :, :4].min() == 2
+    cache.ensure(rows=40, past=9, source=1)  # more rows: every buffer grows, contents kept
+    assert cache.cross_kv[0] is not cross and cache.cross_kv[0][slots[1].row].min() == 2
+
+
 def test_write_new_at_each_rows_own_position_and_beam_reorder():
     cache = KVCache(layers=1, kv_heads=1, head_dim=1, max_rows=4, chunk=8)
     cache.allocate(3)
