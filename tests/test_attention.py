@@ -17,6 +17,7 @@ from export.attention import (
     pattern_mask,
     relative_position_buckets,
     scaled_dot_product_attention,
+    static_reshape,
 )
 from export.model import sinusoidal_table
 from service.manifest import AttentionSpec
@@ -172,3 +173,12 @@ def test_banded_local_attention_equals_masked(heads, window, g, rel):
         got = banded_attention(q, k, v, key_mask, spec, 0.3, h // hkv, relative)
         for i, n in enumerate(lengths):
             assert torch.allclose(got[i, :, :n], want[i, :, :n], atol=1e-5), lengths
+
+
+def test_static_reshape_keeps_zero_dims_and_has_exact_gradients():
+    """An autograd Function (for its ONNX export): training depends on its backward."""
+    x = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True)
+    assert static_reshape(x, 0, 0, 2, -1).shape == (2, 3, 2, 3)
+    assert torch.equal(static_reshape(x, 0, -1), x.reshape(2, 18))
+    assert torch.autograd.gradcheck(lambda t: static_reshape(t, 0, 0, 2, -1), (x,))
+    assert torch.autograd.gradcheck(lambda t: static_reshape(t, 0, 6, -1), (x,))

@@ -85,6 +85,16 @@ def test_graphs_have_dynamic_batch_and_length_axes(exported):
     assert dims(directory / "decoder.onnx", "new_value_0") == ["batch", heads, "new", head_dim]
 
 
+def test_decoder_reshapes_take_constant_shapes(exported):
+    """Head split/merge export as Reshape to a constant (0, 0, ...) shape, not as traced Shape/Slice/
+    Concat arithmetic that ONNX Runtime would redo at every decoder step."""
+    _, _, directory = exported
+    graph = onnx.load(str(directory / "decoder.onnx")).graph
+    constant = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    reshapes = [n for n in graph.node if n.op_type == "Reshape"]
+    assert reshapes and all(n.input[1] in constant for n in reshapes)
+
+
 def test_manifest_records_spec_and_file_hashes(exported):
     _, model, directory = exported
     manifest = load_manifest(directory)
