@@ -2,10 +2,12 @@
 
 All engines load the reference checkpoint (loadtests/reference.py); heed imports it with its HF
 importer (fp32, and int8 dynamic quantization), CTranslate2 converts it (float32, int8),
-transformers runs it in PyTorch. Each workload forces 48 target tokens per input, so every
-engine produces the same number of tokens; throughput is target tokens per second, the
-median of `--repeats` rounds after a warm-up, each round running every engine once in turn, so
-that drift in the machine's load hits them alike. Prints a table with ratios, writes JSON and a PNG.
+transformers runs it in PyTorch; the roof engines run only the decoder's matrix products
+(loadtests/roof.py), the most any of them could reach on this machine. Each workload forces 48
+target tokens per input, so every engine produces the same number of tokens; throughput is
+target tokens per second, the median of `--repeats` rounds after a warm-up, each round running
+every engine once in turn, so that drift in the machine's load hits them alike. Prints a table
+with ratios, writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from loadtests.reference import build_checkpoint, source_texts
+from loadtests.roof import prepare_roofs, roof_steps
 
 NEW_TOKENS = 48
 
@@ -99,6 +102,16 @@ def ctranslate2_engine(checkpoint: Path, work: Path, quantization: str, threads:
     return run
 
 
+def roof_engine(graph: Path, threads: int) -> Run:
+    """The decoder's matrix products alone (loadtests/roof.py): each engine's ceiling here."""
+    steps = roof_steps(graph, threads)
+
+    def run(texts: list[str], beam: int) -> None:
+        steps(len(texts) * beam, NEW_TOKENS)
+
+    return run
+
+
 def timed(engines: dict[str, Run], texts: list[str], beam: int, repeats: int) -> dict[str, float]:
     """Median target tokens per second of each engine over `repeats` rounds (after a warm-up).
 
@@ -134,6 +147,8 @@ def ratio_columns(row: dict[str, float]) -> dict[str, float]:
         "heed-fp32 / ct2-float32": ("heed-fp32", "ct2-float32"),
         "heed-int8 / ct2-int8": ("heed-int8", "ct2-int8"),
         "heed-fp32 / transformers": ("heed-fp32", "transformers"),
+        "heed-fp32 / roof-fp32": ("heed-fp32", "roof-fp32"),
+        "heed-int8 / roof-int8": ("heed-int8", "roof-int8"),
     }
     return {label: row[a] / row[b] for label, (a, b) in pairs.items() if a in row and b in row}
 
@@ -165,7 +180,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--engines", default="heed-fp32,heed-int8,transformers,ct2-float32,ct2-int8")
+    parser.add_argument(
+        "--engines", default="heed-fp32,heed-int8,transformers,ct2-float32,ct2-int8,roof-fp32,roof-int8"
+    )
     parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     args = parser.parse_args(argv)
 
@@ -177,6 +194,9 @@ def main(argv: list[str]) -> int:
         "ct2-float32": lambda: ctranslate2_engine(checkpoint, args.work, "float32", args.threads),
         "ct2-int8": lambda: ctranslate2_engine(checkpoint, args.work, "int8", args.threads),
     }
+    if any(e.startswith("roof") for e in wanted):
+        for name, graph in prepare_roofs(checkpoint, args.work).items():
+            factories[name] = lambda g=graph: roof_engine(g, args.threads)
     if any(e.startswith("heed") for e in wanted):
         for name, directory in prepare_heed(checkpoint, args.work).items():
             factories[name] = lambda d=directory: heed_engine(d, args.threads)
