@@ -67,8 +67,6 @@ from service.settings import Settings
 
 log = logging.getLogger("heed.app")
 
-DISCONNECT_POLL = 0.25  # seconds between checks that a waiting client is still there
-
 
 class WrongTask(RequestError):
     status = 422
@@ -338,16 +336,26 @@ def submit(
 
 
 async def answer(request: Request, scheduler: Scheduler, job: Job) -> list[Generation]:
-    """Wait for a job; a client that goes away cancels it (its rows are freed at the next step)."""
+    """Wait for a job; a client that goes away cancels it (its rows are freed at the next step).
+
+    The body has been read, so the ASGI server's `receive()` completes only when the client
+    disconnects (or the response is sent): one wait per request, where polling `is_disconnected`
+    every 0.25 s cost the event loop 4 ms of CPU per request at 64 clients."""
+    gone = asyncio.ensure_future(request.receive())
     try:
         while not job.future.done():
-            await asyncio.wait([job.future], timeout=DISCONNECT_POLL)
-            if not job.future.done() and await request.is_disconnected():
+            await asyncio.wait([job.future, gone], return_when=asyncio.FIRST_COMPLETED)
+            if job.future.done():
+                break
+            if gone.result()["type"] == "http.disconnect":
                 scheduler.cancel(job)
                 raise Cancelled("the client disconnected")
+            gone = asyncio.ensure_future(request.receive())  # not a disconnect: keep listening
     except asyncio.CancelledError:
         scheduler.cancel(job)
         raise
+    finally:
+        gone.cancel()
     outcome = job.future.result()
     if isinstance(outcome, RequestError):
         raise outcome
