@@ -6,8 +6,10 @@ requests one after another (24 source tokens, 48 target tokens forced) for a fix
 for the JSON answer (`json` mode, what apps mostly do) or reading Server-Sent Events (`stream`
 mode, which gives the time to first token); the server, the tokenizer and the clients share the
 machine's cores with ONNX Runtime, as in production. Reports throughput (target tokens/s),
-p50/p99 latency and time to first token, and, when `engine.json` from the same work folder has
-them, the ratios to heed's own offline batch-64 throughput and to CTranslate2 int8 at batch 64.
+p50/p99 latency and time to first token. Then the ratios to heed's own offline batch-64
+throughput and to CTranslate2 int8 at batch 64: the top JSON level again, taking turns with those
+two offline runs (`--turns` times, medians), because this machine's speed drifts too much for
+ratios between figures measured minutes apart.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.bench_engine import NEW_TOKENS, prepare_heed
+from loadtests.bench_engine import NEW_TOKENS, Run, ctranslate2_engine, heed_engine, prepare_heed
 from loadtests.reference import build_checkpoint, source_texts
 from loadtests.server import HeedServer
 
@@ -87,6 +89,23 @@ async def level(base: str, model: str, texts: list[str], clients: int, seconds: 
     }
 
 
+def side_by_side(
+    base: str, model: str, texts: list[str], clients: int, seconds: float, offline: dict[str, Run], turns: int
+) -> dict:
+    """The JSON level at `clients` and each offline engine at batch `clients`, in turns; medians."""
+    rates: dict[str, list[float]] = {"http": []} | {name: [] for name in offline}
+    for _ in range(turns):
+        rates["http"].append(asyncio.run(level(base, model, texts, clients, seconds, stream=False))["tokens_per_s"])
+        for name, run in offline.items():
+            start = time.perf_counter()
+            run(texts[:clients], 1)
+            rates[name].append(clients * NEW_TOKENS / (time.perf_counter() - start))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    return {"clients": clients, "tokens_per_s": medians} | {
+        f"http / {name}": medians["http"] / medians[name] for name in offline
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="heed bench http", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("artifacts/bench"))
@@ -94,6 +113,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=30, help="per concurrency level")
     parser.add_argument("--model", default="heed-int8", choices=["heed-int8", "heed-fp32"])
     parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)))
+    parser.add_argument("--turns", type=int, default=3, help="turns of the side-by-side HTTP vs offline runs")
     parser.add_argument(
         "--modes", default="json,stream", help="json: one answer per request; stream: Server-Sent Events (gives TTFT)"
     )
@@ -128,19 +148,20 @@ def main(argv: list[str]) -> int:
                     f"(p99/p50 {row['p99_latency_s'] / row['p50_latency_s']:.2f}){ttft}",
                     flush=True,
                 )
+        top = max(int(c) for c in args.clients.split(","))
+        offline = {
+            f"offline {args.model}": heed_engine(directory, args.threads),
+            "offline ct2-int8": ctranslate2_engine(checkpoint, args.work, "int8", args.threads),
+        }
+        compared = side_by_side(base, args.model, texts, top, args.seconds, offline, args.turns)
     finally:
         server.stop()
-    engine = args.work / "engine.json"
-    if engine.is_file():
-        offline = {r["workload"]: r["tokens_per_s"] for r in json.loads(engine.read_text())["results"]}
-        b64 = offline.get("greedy b64", {})
-        for top in (r for r in results if r["clients"] == max(x["clients"] for x in results)):
-            for name in (args.model, "ct2-int8"):
-                if name in b64:
-                    print(
-                        f"HTTP {top['mode']} {top['clients']} clients / offline {name} batch 64: "
-                        f"{top['tokens_per_s'] / b64[name]:.2f}x"
-                    )
-    (args.work / "http.json").write_text(json.dumps({"model": args.model, "results": results}, indent=2))
+    rates = "  ".join(f"{name} {value:.1f}" for name, value in compared["tokens_per_s"].items())
+    print(f"side by side, {top} clients / batch {top}, median of {args.turns} turns (tok/s): {rates}")
+    for name in offline:
+        print(f"HTTP json {top} clients / {name} batch {top}: {compared[f'http / {name}']:.2f}x")
+    (args.work / "http.json").write_text(
+        json.dumps({"model": args.model, "results": results, "side_by_side": compared}, indent=2)
+    )
     print(f"wrote {args.work / 'http.json'}")
     return 0
