@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pkgutil
 import subprocess
 import sys
+
+import uvicorn
 
 import service
 from service.engine import Engine
@@ -64,3 +67,16 @@ def test_cli_reports_bad_options_clearly(tiny_dir):
     out = run_cli("generate", "--model", str(tiny_dir), "--text", "hi", "--top-p", "3")
     assert out.returncode == 2
     assert "option 'top_p'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_server_runs_on_httptools_and_uvloop():
+    """uvicorn takes them when installed (they are serving dependencies): C HTTP parsing and event
+    loop, about 30% less event-loop CPU per request than h11 on asyncio's loop."""
+
+    async def app(scope, receive, send):
+        pass
+
+    config = uvicorn.Config(app, log_level="error")
+    config.load()
+    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+    assert importlib.util.find_spec("uvloop") is not None
