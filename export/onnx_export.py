@@ -1,19 +1,7 @@
-"""Export a `Seq2SeqModel` to the two ONNX graphs the runtime drives.
-
-encoder.onnx   input_ids [B, S], attention_mask [B, S]
-               -> cross_key_i, cross_value_i [B, Hkv, S, D] for each decoder layer i
-decoder.onnx   input_ids [B, T], positions [B, T], source_mask [B, S],
-               past_key_i, past_value_i [B, Hkv, P, D], cross_key_i, cross_value_i [B, Hkv, S, D]
-               -> logits [B, T, V], new_key_i, new_value_i [B, Hkv, T, D],
-                  cross_attention [B, L, T, S] (each layer's cross-attention weights, mean over heads)
-               top_k [1], with_logprobs [1] -> top_ids, top_logits, top_logprobs [B, T, K]
-                  (each position's K best tokens, see `add_token_choice`)
-
-K/V are separate inputs per layer so that the runtime can hand ONNX Runtime contiguous slices of
-its preallocated buffers (no copy), and the decoder returns only the new tokens' K/V, which the
-runtime writes into the cache in place (docs/kv-cache.md). Searches choose among the `top_k`
-best tokens of each row, computed in the graph (`add_token_choice`), so that a step hands Python
-a few numbers per row instead of the whole vocabulary's logits.
+"""Export a `Seq2SeqModel` to the two ONNX graphs the runtime drives, as `service/graph.py` names
+them. Searches choose among the `top_k` best tokens of each row, computed in the graph
+(`add_token_choice`), so that a step hands Python a few numbers per row instead of the whole
+vocabulary's logits.
 """
 
 from __future__ import annotations
@@ -27,12 +15,9 @@ from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from export.model import Seq2SeqModel
+from service import graph
 
 OPSET = 18
-
-
-def cache_names(prefix: str, layers: int) -> list[str]:
-    return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
 
 
 def _pairs(flat: tuple[Tensor, ...]) -> list[tuple[Tensor, Tensor]]:
@@ -77,21 +62,22 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
     """Write encoder.onnx and decoder.onnx (fp32, dynamic batch and length axes).
 
     Uses the TorchScript-based exporter: heed's model is plain tensor ops with no data-dependent
-    control flow, which it traces exactly, and it is ~35x faster than the dynamo exporter here.
+    control flow, which it traces exactly, and far faster than the dynamo exporter (docs/performance.md).
     """
     model = model.eval()
     layers = len(model.decoder_layers)
     enc_args, dec_args = example_inputs(model)
-    cross, past, new = cache_names("cross", layers), cache_names("past", layers), cache_names("new", layers)
+    cross, past, new = graph.cross_inputs(layers), graph.past_inputs(layers), graph.new_kv_outputs(layers)
     source_axes = {0: "batch", 1: "source"}
-    enc_axes = {"input_ids": source_axes, "attention_mask": source_axes} | {n: {0: "batch", 2: "source"} for n in cross}
+    enc_axes = dict.fromkeys(graph.ENCODER_INPUTS, source_axes) | {n: {0: "batch", 2: "source"} for n in cross}
+    ids, positions, source_mask = graph.DECODER_INPUTS
     dec_axes = (
-        {"input_ids": {0: "batch", 1: "new"}, "positions": {0: "batch", 1: "new"}, "source_mask": source_axes}
+        {ids: {0: "batch", 1: "new"}, positions: {0: "batch", 1: "new"}, source_mask: source_axes}
         | {n: {0: "batch", 2: "past"} for n in past}
         | {n: {0: "batch", 2: "source"} for n in cross}
-        | {"logits": {0: "batch", 1: "new"}}
+        | {graph.LOGITS: {0: "batch", 1: "new"}}
         | {n: {0: "batch", 2: "new"} for n in new}
-        | {"cross_attention": {0: "batch", 2: "new", 3: "source"}}
+        | {graph.CROSS_ATTENTION: {0: "batch", 2: "new", 3: "source"}}
     )
     encoder_path, decoder_path = out_dir / "encoder.onnx", out_dir / "decoder.onnx"
     with torch.no_grad(), warnings.catch_warnings():
@@ -100,8 +86,8 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
             EncoderGraph(model).eval(),
             enc_args,
             encoder_path,
-            input_names=["input_ids", "attention_mask"],
-            output_names=cross,
+            input_names=list(graph.ENCODER_INPUTS),
+            output_names=graph.encoder_outputs(layers),
             dynamic_axes=enc_axes,
             opset_version=OPSET,
             dynamo=False,
@@ -110,8 +96,8 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
             DecoderGraph(model).eval(),
             dec_args,
             decoder_path,
-            input_names=["input_ids", "positions", "source_mask", *past, *cross],
-            output_names=["logits", *new, "cross_attention"],
+            input_names=[*graph.DECODER_INPUTS, *graph.cache_inputs(layers)],
+            output_names=[graph.LOGITS, *new, graph.CROSS_ATTENTION],
             dynamic_axes=dec_axes,
             opset_version=OPSET,
             dynamo=False,
@@ -121,26 +107,28 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
 
 
 def add_token_choice(decoder_path: Path) -> None:
-    """Append inputs `top_k` [1] and `with_logprobs` [1] (bool) and outputs `top_ids`,
-    `top_logits`, `top_logprobs` `[B, T, K]`: each position's K best tokens, best first.
+    """Append the choice inputs `top_k` [1] and `with_logprobs` [1] (bool) and the outputs
+    `top_ids`, `top_logits`, `top_logprobs` `[B, T, K]`: each position's K best tokens, best first.
 
     `top_logprobs` are log-probabilities when `with_logprobs` is true, computed as the runtime's
     `log_softmax` does (x - max - log(sum(exp(x - max)))) so that beam scores do not depend on
     whether a step used these outputs or the full logits. Otherwise they are the logits again:
-    an `If` skips the softmax over the vocabulary, which greedy decoding does not need (at batch
-    32 of a Marian-base model it is ~8% of a step).
+    an `If` skips the softmax over the vocabulary, which greedy decoding does not need.
     """
+    top_k, with_logprobs = graph.CHOICE_INPUTS
+    top_ids, top_logits, top_logprobs = graph.TOP_OUTPUTS
+    logits = graph.LOGITS
     model = onnx.load(str(decoder_path))
-    graph = model.graph
-    graph.initializer.append(helper.make_tensor("choice_axis", TensorProto.INT64, [1], [-1]))
+    body = model.graph
+    body.initializer.append(helper.make_tensor("choice_axis", TensorProto.INT64, [1], [-1]))
     logprobs = helper.make_graph(
         [
-            helper.make_node("ReduceMax", ["logits", "choice_axis"], ["choice_max"], keepdims=1),
-            helper.make_node("Sub", ["logits", "choice_max"], ["choice_shifted"]),
+            helper.make_node("ReduceMax", [logits, "choice_axis"], ["choice_max"], keepdims=1),
+            helper.make_node("Sub", [logits, "choice_max"], ["choice_shifted"]),
             helper.make_node("Exp", ["choice_shifted"], ["choice_exp"]),
             helper.make_node("ReduceSum", ["choice_exp", "choice_axis"], ["choice_sum"], keepdims=1),
             helper.make_node("Log", ["choice_sum"], ["choice_log_sum"]),
-            helper.make_node("Sub", ["top_logits", "choice_max"], ["choice_top_shifted"]),
+            helper.make_node("Sub", [top_logits, "choice_max"], ["choice_top_shifted"]),
             helper.make_node("Sub", ["choice_top_shifted", "choice_log_sum"], ["choice_logprobs"]),
         ],
         "logprobs",
@@ -148,28 +136,28 @@ def add_token_choice(decoder_path: Path) -> None:
         [helper.make_tensor_value_info("choice_logprobs", TensorProto.FLOAT, None)],
     )
     same = helper.make_graph(
-        [helper.make_node("Identity", ["top_logits"], ["choice_same"])],
+        [helper.make_node("Identity", [top_logits], ["choice_same"])],
         "logits",
         [],
         [helper.make_tensor_value_info("choice_same", TensorProto.FLOAT, None)],
     )
-    graph.node.extend(
+    body.node.extend(
         [
-            helper.make_node("TopK", ["logits", "top_k"], ["top_logits", "top_ids"], axis=-1),
-            helper.make_node("If", ["with_logprobs"], ["top_logprobs"], then_branch=logprobs, else_branch=same),
+            helper.make_node("TopK", [logits, top_k], [top_logits, top_ids], axis=-1),
+            helper.make_node("If", [with_logprobs], [top_logprobs], then_branch=logprobs, else_branch=same),
         ]
     )
-    graph.input.extend(
+    body.input.extend(
         [
-            helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]),
-            helper.make_tensor_value_info("with_logprobs", TensorProto.BOOL, [1]),
+            helper.make_tensor_value_info(top_k, TensorProto.INT64, [1]),
+            helper.make_tensor_value_info(with_logprobs, TensorProto.BOOL, [1]),
         ]
     )
-    graph.output.extend(
+    body.output.extend(
         [
-            helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["batch", "new", "k"]),
-            helper.make_tensor_value_info("top_logits", TensorProto.FLOAT, ["batch", "new", "k"]),
-            helper.make_tensor_value_info("top_logprobs", TensorProto.FLOAT, ["batch", "new", "k"]),
+            helper.make_tensor_value_info(top_ids, TensorProto.INT64, ["batch", "new", "k"]),
+            helper.make_tensor_value_info(top_logits, TensorProto.FLOAT, ["batch", "new", "k"]),
+            helper.make_tensor_value_info(top_logprobs, TensorProto.FLOAT, ["batch", "new", "k"]),
         ]
     )
     onnx.checker.check_model(model)

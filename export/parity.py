@@ -17,7 +17,7 @@ import onnxruntime as ort
 import torch
 
 from export.model import Seq2SeqModel
-from export.onnx_export import cache_names
+from service import graph
 
 TOP_K = 4
 
@@ -45,23 +45,24 @@ def max_logit_difference(
     enc = ort.InferenceSession(str(directory / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(directory / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
     layers = len(model.decoder_layers)
-    cross = enc.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    cross = enc.run(graph.encoder_outputs(layers), dict(zip(graph.ENCODER_INPUTS, (ids.numpy(), mask.numpy()))))
+    top_k, with_logprobs = graph.CHOICE_INPUTS
+    input_ids, positions, source_mask = graph.DECODER_INPUTS
     spec = model.spec
     # An unused first slot: the cache must never be read where it was not written.
     past = [np.full((len(lengths), spec.kv_heads, 1, spec.head_dim), 1e3, np.float32) for _ in range(2 * layers)]
     worst = 0.0
     for t in range(target_len):
         feeds = {
-            "input_ids": dec[:, t : t + 1].numpy(),
-            "positions": np.full((len(lengths), 1), t, np.int64),
-            "source_mask": mask.numpy(),
-            "top_k": np.array([TOP_K], np.int64),
-            "with_logprobs": np.array([t % 2 == 0]),  # odd steps: the logits again, checked below
+            input_ids: dec[:, t : t + 1].numpy(),
+            positions: np.full((len(lengths), 1), t, np.int64),
+            source_mask: mask.numpy(),
+            top_k: np.array([TOP_K], np.int64),
+            with_logprobs: np.array([t % 2 == 0]),  # odd steps: the logits again, checked below
         }
-        feeds |= dict(zip(cache_names("past", layers), past)) | dict(zip(cache_names("cross", layers), cross))
-        new_names = cache_names("new", layers)
+        feeds |= dict(zip(graph.cache_inputs(layers), [*past, *cross]))
         logits, top_ids, top_logits, top_logprobs, *new = decoder.run(
-            ["logits", "top_ids", "top_logits", "top_logprobs", *new_names], feeds
+            [graph.LOGITS, *graph.TOP_OUTPUTS, *graph.new_kv_outputs(layers)], feeds
         )
         top_ids, top_logits, top_logprobs = top_ids[:, 0], top_logits[:, 0], top_logprobs[:, 0]
         expected = reference[:, t]
@@ -76,8 +77,8 @@ def max_logit_difference(
             float(np.abs(top_logprobs - np.take_along_axis(logprobs, best, -1)).max()),
         )
         past = [np.concatenate([p[:, :, :t], n, p[:, :, t:]], axis=2) for p, n in zip(past, new)]
-    feeds["input_ids"] = dec.numpy()
-    feeds["positions"] = np.arange(target_len)[None, :].repeat(len(lengths), 0)
-    feeds |= {name: p[:, :, -1:] for name, p in zip(cache_names("past", layers), past)}  # one unused slot
-    logits = decoder.run(["logits"], feeds)[0]
+    feeds[input_ids] = dec.numpy()
+    feeds[positions] = np.arange(target_len)[None, :].repeat(len(lengths), 0)
+    feeds |= {name: p[:, :, -1:] for name, p in zip(graph.past_inputs(layers), past)}  # one unused slot
+    logits = decoder.run([graph.LOGITS], feeds)[0]
     return max(worst, float(np.abs(logits - reference).max()))

@@ -13,6 +13,8 @@ import logging
 
 import numpy as np
 
+from service import graph
+
 log = logging.getLogger("heed.faults")
 
 
@@ -25,7 +27,8 @@ class FailingDecoder:
     def run(self, outputs, feeds: dict[str, np.ndarray]):
         self.runs += 1
         if self.runs == self.fail_at:
-            feeds = {**feeds, "positions": feeds["positions"].astype(np.float32)}
+            positions = graph.DECODER_INPUTS[1]
+            feeds = {**feeds, positions: feeds[positions].astype(np.float32)}
         return self.session.run(outputs, feeds)
 
     def __getattr__(self, name: str):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service import graph
 from service.errors import ModelLoadError
 from service.manifest import Manifest
 
@@ -64,19 +65,22 @@ class ModelRunner:
         self.decoder = ort.InferenceSession(str(directory / manifest.files.decoder), options, providers=self.providers)
         layers = manifest.spec.decoder.layers
         self.vocab_size = manifest.spec.vocab_size
-        names = [i.name for i in self.decoder.get_inputs()]
-        self.cache_inputs = [n for n in names if n.startswith(("past_", "cross_"))]  # past_* per layer, then cross_*
-        self.new_kv_outputs = [o.name for o in self.decoder.get_outputs() if o.name.startswith("new_")]
-        if len(self.cache_inputs) != 4 * layers:
+        self.cross_outputs = graph.encoder_outputs(layers)
+        self.cache_inputs = graph.cache_inputs(layers)
+        self.new_kv_outputs = graph.new_kv_outputs(layers)
+        names = {i.name for i in self.decoder.get_inputs()}
+        missing = [n for n in (*graph.DECODER_INPUTS, *self.cache_inputs) if n not in names]
+        if missing:
             raise ModelLoadError(
-                f"{directory}: decoder graph has {len(self.cache_inputs)} cache inputs, expected {4 * layers}"
+                f"{directory}: decoder graph does not match the manifest's {layers} layers "
+                f"({len(missing)} inputs missing, first {missing[0]})"
             )
-        if not {"top_k", "with_logprobs"} <= set(names):
+        if not set(graph.CHOICE_INPUTS) <= names:
             raise ModelLoadError(f"{directory}: decoder graph has no token-choice inputs; export the model again")
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
         """-> cross K, V per decoder layer, `[B, Hkv, S, D]` each."""
-        return self.encoder.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return self.encoder.run(self.cross_outputs, dict(zip(graph.ENCODER_INPUTS, (input_ids, attention_mask))))
 
     def decode(
         self,
@@ -91,7 +95,7 @@ class ModelRunner:
         (computed in the graph; `top_logprobs` are log-probabilities only with `logprobs`), 0 the
         whole vocabulary's logits."""
         k = min(top_k, self.vocab_size)
-        scores = ["top_ids", "top_logits", "top_logprobs"] if k else ["logits"]
+        scores = list(graph.TOP_OUTPUTS) if k else [graph.LOGITS]
         out = self._run([*self.new_kv_outputs, *scores], input_ids, positions, source_mask, cache, k, logprobs)
         new, rest = out[: len(self.new_kv_outputs)], [x[:, -1] for x in out[len(self.new_kv_outputs) :]]
         if k:
@@ -102,9 +106,9 @@ class ModelRunner:
         self, input_ids: np.ndarray, positions: np.ndarray, source_mask: np.ndarray, cache: dict[str, np.ndarray]
     ) -> np.ndarray:
         """-> each decoder layer's cross-attention weights, mean over heads, `[B, L, T, S]`."""
-        return self._run(["cross_attention"], input_ids, positions, source_mask, cache, 1, False)[0]
+        return self._run([graph.CROSS_ATTENTION], input_ids, positions, source_mask, cache, 1, False)[0]
 
     def _run(self, outputs, input_ids, positions, source_mask, cache, top_k: int, logprobs: bool) -> list[np.ndarray]:
-        feeds = {"input_ids": input_ids, "positions": positions, "source_mask": source_mask, **cache}
-        choice = {"top_k": np.array([max(top_k, 1)], dtype=np.int64), "with_logprobs": np.array([logprobs])}
-        return self.decoder.run(outputs, feeds | choice)
+        choice = (np.array([max(top_k, 1)], dtype=np.int64), np.array([logprobs]))
+        feeds = dict(zip((*graph.DECODER_INPUTS, *graph.CHOICE_INPUTS), (input_ids, positions, source_mask, *choice)))
+        return self.decoder.run(outputs, feeds | cache)

@@ -18,11 +18,11 @@ import torch
 from tokenizers import Tokenizer
 
 from export.cli import main as export_main
-from export.onnx_export import cache_names
 from export.quantize import quantize_model_dir
 from service.engine import Engine
+from service.graph import cache_names
 from service.manifest import load_manifest
-from service.settings import Settings
+from service.settings import EngineConfig
 from tests import hf_builders
 
 transformers = pytest.importorskip("transformers")
@@ -135,7 +135,7 @@ def test_generation_is_token_identical_to_transformers(exported, beams):
     arch, hf_dir, model_dir = exported
     _, _, target, prefix = ARCHITECTURES[arch]
     texts = hf_builders.inputs(24)
-    engine = Engine(model_dir, Settings(kv_rows=24 * beams, intra_op_threads=1))
+    engine = Engine(model_dir, EngineConfig(kv_rows=24 * beams, intra_op_threads=1))
     eos = engine.manifest.special_tokens.eos_id
     options = {"beam_size": beams, "max_new_tokens": MAX_NEW_TOKENS}
     sequences = engine.prepare(texts, options, target_lang=target)
@@ -178,9 +178,9 @@ def test_int8_greedy_agreement_with_fp32(exported, tmp_path):
     assert load_manifest(quantized).quantization == "int8"
     texts = hf_builders.inputs(24)
     options = {"max_new_tokens": MAX_NEW_TOKENS}
-    settings = Settings(kv_rows=24, intra_op_threads=1)
-    fp32 = Engine(model_dir, settings).generate(texts, options, target_lang=target)
-    int8 = Engine(quantized, settings).generate(texts, options, target_lang=target)
+    config = EngineConfig(kv_rows=24, intra_op_threads=1)
+    fp32 = Engine(model_dir, config).generate(texts, options, target_lang=target)
+    int8 = Engine(quantized, config).generate(texts, options, target_lang=target)
     share = sum(a.token_ids == b.token_ids for a, b in zip(fp32, int8)) / len(texts)
     ids = np.array([[3, 4, 5, 6, 7, 1, 1], [8, 9, 10, 11, 12, 13, 1]], dtype=np.int64)
     mask = np.ones_like(ids)
@@ -208,7 +208,7 @@ def test_checkpoint_generation_config_is_followed(exported, tmp_path):
     }
     (tuned / "generation_config.json").write_text(json.dumps(config))
     assert export_main(["--from-hf", str(tuned), "--name", "tuned", "--task", task, "--out-repo", str(tmp_path)]) == 0
-    engine = Engine(tmp_path / "tuned", Settings(kv_rows=24 * 3, intra_op_threads=1))
+    engine = Engine(tmp_path / "tuned", EngineConfig(kv_rows=24 * 3, intra_op_threads=1))
     defaults = engine.manifest.generation
     assert (defaults.beam_size, defaults.max_new_tokens, defaults.min_new_tokens) == (3, 15, 3)
     texts = hf_builders.inputs(24)
@@ -229,7 +229,7 @@ def test_other_target_language_matches_transformers(exported):
         pytest.skip("single-target-language architecture")
     other = {"marian": "fr", "mbart": "fr_XX"}[arch]
     texts = hf_builders.inputs(24)
-    engine = Engine(model_dir, Settings(kv_rows=24, intra_op_threads=1))
+    engine = Engine(model_dir, EngineConfig(kv_rows=24, intra_op_threads=1))
     ours = [g.token_ids for g in engine.generate(texts, {"max_new_tokens": MAX_NEW_TOKENS}, target_lang=other)]
     tok = hf_tokenizer(hf_dir)
     prefix, kwargs = (

@@ -97,7 +97,7 @@ def test_corrupt_and_mismatched_models_are_not_ready_and_the_others_are_served(d
         reasons = {
             "corrupt": "decoder.onnx does not match its sha256",
             "garbled": "encoder.onnx",
-            "mismatched": "decoder graph has 8 cache inputs, expected 12",
+            "mismatched": "decoder graph does not match the manifest's 3 layers",
         }
         log = server.log.read_text()
         for name, reason in reasons.items():

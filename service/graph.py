@@ -1,0 +1,55 @@
+"""The graph contract: the names and the cache feed protocol of the two ONNX graphs of a model
+directory. The exporter writes graphs to it, the runner feeds them by it, the parity check reads
+them with it; nothing else spells these names.
+
+encoder.onnx   input_ids [B, S], attention_mask [B, S]
+               -> cross_key_i, cross_value_i [B, Hkv, S, D] for each decoder layer i
+decoder.onnx   input_ids [B, T], positions [B, T], source_mask [B, S],
+               past_key_i, past_value_i [B, Hkv, P, D], cross_key_i, cross_value_i [B, Hkv, S, D],
+               top_k [1], with_logprobs [1] (bool)
+               -> logits [B, T, V], new_key_i, new_value_i [B, Hkv, T, D],
+                  cross_attention [B, L, T, S] (each layer's cross-attention weights, mean over heads),
+                  top_ids, top_logits, top_logprobs [B, T, K] (each position's K best tokens, best first)
+
+Cache feed protocol: K/V are separate inputs per layer, in the order of `cache_inputs` (every
+layer's past K, V, then every layer's cross K, V), so that the runtime can hand ONNX Runtime
+contiguous slices of its preallocated buffers. Past slot j of row b holds the token at position j
+and is attended only when j < positions[b, 0], so rows at different positions share the buffers.
+The decoder returns only the new tokens' K/V (`new_kv_outputs`, in the order of the past inputs),
+which the runtime writes into its cache at each row's positions (docs/kv-cache.md).
+"""
+
+from __future__ import annotations
+
+ENCODER_INPUTS = ("input_ids", "attention_mask")
+DECODER_INPUTS = ("input_ids", "positions", "source_mask")
+CHOICE_INPUTS = ("top_k", "with_logprobs")
+LOGITS = "logits"
+CROSS_ATTENTION = "cross_attention"
+TOP_OUTPUTS = ("top_ids", "top_logits", "top_logprobs")
+
+
+def cache_names(prefix: str, layers: int) -> list[str]:
+    """`{prefix}_key_i`, `{prefix}_value_i` for each layer, in feed order."""
+    return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+
+
+def encoder_outputs(layers: int) -> list[str]:
+    return cache_names("cross", layers)
+
+
+def past_inputs(layers: int) -> list[str]:
+    return cache_names("past", layers)
+
+
+def cross_inputs(layers: int) -> list[str]:
+    return cache_names("cross", layers)
+
+
+def cache_inputs(layers: int) -> list[str]:
+    """The decoder's cache inputs in feed order: the KV cache's buffers (self, then cross) map onto them."""
+    return past_inputs(layers) + cross_inputs(layers)
+
+
+def new_kv_outputs(layers: int) -> list[str]:
+    return cache_names("new", layers)
