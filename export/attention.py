@@ -22,8 +22,8 @@ from service.manifest import AttentionSpec
 class _StaticReshape(torch.autograd.Function):
     """`reshape` to an ONNX-style shape (0 keeps the input's dimension, -1 is inferred), exported
     as one Reshape to that constant. Traced, a reshape by sizes read from `x.shape` becomes
-    Shape/Slice/Concat arithmetic that ONNX Runtime recomputes at every decoder step: four more
-    nodes per reshape, 3-10% of a batch-1 step of a Marian-base decoder (A/B of the graphs)."""
+    Shape/Slice/Concat arithmetic that ONNX Runtime recomputes at every decoder step (its cost:
+    docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, shape: tuple[int, ...]) -> Tensor:
