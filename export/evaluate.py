@@ -17,7 +17,7 @@ from pathlib import Path
 
 from export.recipes import RECIPES, Recipe
 from service.engine import Engine
-from service.settings import Settings
+from service.settings import EngineConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Score:
 
 
 def evaluate(directory: Path, recipe: Recipe, count: int, threads: int = 2, show: int = 5) -> list[Score]:
-    engine = Engine(directory, Settings(intra_op_threads=threads, kv_rows=64))
+    engine = Engine(directory, EngineConfig(intra_op_threads=threads, kv_rows=64))
     scores = []
     for lang, pairs in recipe.held_out(count).items():
         outputs = engine.generate([p.source for p in pairs], target_lang=lang or None)

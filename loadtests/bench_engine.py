@@ -46,10 +46,10 @@ Run = Callable[[list[str], int], None]  # generate NEW_TOKENS for each text with
 
 def heed_engine(model_dir: Path, threads: int) -> Run:
     from service.engine import Engine
-    from service.settings import Settings
+    from service.settings import EngineConfig
 
     # offline: heed has the cores to itself, so ORT's threads may busy-wait (as CTranslate2's do)
-    engine = Engine(model_dir, Settings(intra_op_threads=threads, kv_rows=256, provider="cpu", ort_spinning=True))
+    engine = Engine(model_dir, EngineConfig(intra_op_threads=threads, kv_rows=256, provider="cpu", ort_spinning=True))
     options = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
 
     def run(texts: list[str], beam: int) -> None:

@@ -1,20 +1,24 @@
 """The `heed` command.
 
-`heed generate` runs the same engine the server runs. `heed export` belongs to the export extra
-(torch): it is imported only when called, so the serving install never loads it.
+`heed generate` runs the same engine the server runs. Commands that need an extra (`heed export`
+needs torch) are entry points of the `heed.commands` group, declared in pyproject.toml next to
+the extra they need: they are loaded only when called, so the serving install never imports them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import typing
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from service.errors import HeedError
 from service.options import GenerationOptions
+from service.settings import EngineConfig
+
+COMMAND_GROUP = "heed.commands"
 
 
 def _option_type(annotation) -> type:
@@ -42,11 +46,11 @@ def decoding_options(args: argparse.Namespace) -> dict:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from service.engine import Engine
-    from service.settings import Settings
 
     # offline: nothing else needs the cores, so ORT's idle threads may busy-wait (faster steps)
-    settings = Settings(kv_rows=args.kv_rows, intra_op_threads=args.threads, provider=args.provider, ort_spinning=True)
-    engine = Engine(Path(args.model), settings)
+    flags = {"kv_rows": args.kv_rows, "intra_op_threads": args.threads, "provider": args.provider}
+    config = EngineConfig(ort_spinning=True, **{k: v for k, v in flags.items() if v is not None})
+    engine = Engine(Path(args.model), config)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     results = engine.generate(texts, decoding_options(args), target_lang=args.target_lang, truncate=args.truncate)
     for result in results:
@@ -69,7 +73,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from service.app import serve
+    from service.http.server import serve
     from service.settings import Settings
 
     flags = {"model_repo": args.model_repo, "host": args.host, "port": args.port}
@@ -88,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--target-lang", help="target language for translation models")
     gen.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's limit")
     gen.add_argument("--json", action="store_true", help="print one JSON object per input, with token ids")
-    gen.add_argument("--kv-rows", type=int, default=64, help="rows decoded together")
-    gen.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
-    gen.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
+    engine_fields = EngineConfig.model_fields
+    gen.add_argument("--kv-rows", type=int, help=f"rows decoded together (default {engine_fields['kv_rows'].default})")
+    gen.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default 0: all cores)")
+    gen.add_argument("--provider", choices=["auto", "cpu", "cuda"], help=engine_fields["provider"].description)
     add_decoding_flags(gen)
     gen.set_defaults(func=cmd_generate)
 
@@ -100,35 +105,36 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, help="port (HEED_PORT, default 8000)")
     srv.set_defaults(func=cmd_serve)
 
-    for name, (_, help_text) in EXTRA_COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; run by `main` directly
+    for command in extra_commands().values():
+        extras = ", ".join(command.extras)
+        # listed in --help; run by `main` directly, with its own arguments
+        sub.add_parser(command.name, help=f"see heed {command.name} --help (needs the {extras} extra)", add_help=False)
     return parser
 
 
-# Subcommands that need optional dependencies, imported only when called; they parse their own arguments.
-EXTRA_COMMANDS = {
-    "export": ("export.cli", "export a model directory (needs the export extra: torch)"),
-    "bench": ("loadtests.bench", "benchmark heed against transformers and CTranslate2 (export and bench extras)"),
-}
+def extra_commands() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
 
 
-def run_extra(command: str, argv: list[str]) -> int:
+def run_extra(command: EntryPoint, argv: list[str]) -> int:
     try:
-        target = importlib.import_module(EXTRA_COMMANDS[command][0])
+        target = command.load()
     except ImportError as e:
+        extra = command.extras[0] if command.extras else command.name
         print(
-            f"heed {command}: needs an optional dependency ({e.name}); "
-            "install heed with the extra it names, e.g. pip install 'heed[export]'",
+            f"heed {command.name}: needs an optional dependency ({e.name}); "
+            f"install heed with the extra it names: pip install 'heed[{extra}]'",
             file=sys.stderr,
         )
         return 2
-    return target.main(argv)
+    return target(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in EXTRA_COMMANDS:
-        return run_extra(argv[0], argv[1:])
+    extras = extra_commands()
+    if argv and argv[0] in extras:
+        return run_extra(extras[argv[0]], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,30 +1,47 @@
 """The engine: one model's tokenizer, runner and KV cache, and the iteration-level step loop.
 
-Sequences join (`admit`: one encoder pass for the group, cross K/V written to their rows) and
-leave (finished, stopped or cancelled: rows freed at once) between decoder steps; every `step`
-runs the decoder once for all running rows, new and old together. The offline `generate` and
-the HTTP scheduler drive the same loop, so the CLI and the server give the same tokens.
+It executes what the scheduler (service/scheduler.py) decides: sequences join (`admit`: one
+encoder pass for the group, cross K/V written to their rows) and leave (finished, stopped or
+cancelled: rows freed at once) between decoder steps; every `step` runs the decoder once for all
+running rows, new and old together. The offline `generate` and the server's worker drive it
+with the same scheduler, so the CLI and the server give the same tokens.
 
-Not thread-safe: one thread (the scheduler's, or the caller's) owns an engine.
+Not thread-safe: one thread (the worker's, or the caller's) owns an engine.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.errors import InputTooLong, InvalidInput, InvalidOptions
+from service.detokenizer import Detokenizer
+from service.faults import inject_decoder_fault
 from service.kv_cache import KVCache, Slot
 from service.manifest import Manifest, load_manifest
-from service.options import DecodingConfig, GenerationOptions, ServerLimits, resolve
+from service.options import DecodingConfig, GenerationOptions
 from service.runner import DecoderStep, ModelRunner
+from service.scheduler import Request, Scheduler
 from service.search import INEXACT, Scores, Search, make_search
-from service.settings import Settings
+from service.settings import EngineConfig
 from service.tokenizer import TextCodec
+from service.validation import ModelLimits, RawRequest, ValidRequest, validate
+
+if TYPE_CHECKING:
+    from service.scheduler import SchedulerOutput
+
+TokenCallback = Callable[[int, str], None]  # (token id, the text it completes)
+
+
+@dataclass
+class Alignment:
+    source_tokens: list[str]  # the input's tokens as the model read them (language tag, EOS)
+    target_tokens: list[str]  # the output tokens (as in token_ids)
+    weights: list[list[float]]  # [output token][input token] cross-attention of one layer, mean over heads
 
 
 @dataclass
@@ -34,7 +51,7 @@ class Generation:
     input_tokens: int
     output_tokens: int
     finish_reason: str  # eos | length | stop | cancelled
-    alignment: list[list[float]] | None = None  # [output token][input token] cross-attention weights
+    alignment: Alignment | None = None
 
 
 class Sequence:
@@ -45,11 +62,14 @@ class Sequence:
         input_ids: list[int],
         search: Search,
         cfg: DecodingConfig,
-        on_token: Callable[[Sequence, int], None] | None = None,
+        on_token: TokenCallback | None = None,
         return_alignment: bool = False,
+        detokenizer: Detokenizer | None = None,
     ):
         self.input_ids, self.search, self.cfg, self.on_token = input_ids, search, cfg, on_token
         self.return_alignment = return_alignment
+        self.detokenizer = detokenizer  # one-row searches that stream or have stop strings
+        self.checked: list[int] = []  # a beam's best output when its stop strings were last checked
         self.slots: list[Slot] = []
         self.result: Generation | None = None
 
@@ -62,25 +82,55 @@ class Sequence:
         return self.result is not None
 
 
+def build_sequences(
+    valid: ValidRequest, manifest: Manifest, codec: TextCodec, on_token: TokenCallback | None = None
+) -> list[Sequence]:
+    """The sequences of a valid request, each with its search (seeded per input) and, where it
+    streams or stops on strings, its incremental detokenizer."""
+    cfg, special = valid.config, manifest.special_tokens
+    sequences = []
+    for i, ids in enumerate(valid.inputs):
+        rng = np.random.default_rng(None if cfg.seed is None else [cfg.seed, i])
+        search = make_search(cfg, special.decoder_start_id, special.eos_id, rng)
+        incremental = search.rows == 1 and (on_token is not None or bool(cfg.stop))
+        detokenizer = Detokenizer(codec.decode) if incremental else None
+        sequences.append(Sequence(ids, search, cfg, on_token, valid.return_alignment, detokenizer))
+    return sequences
+
+
+@dataclass
+class StepResult:
+    """What one executed plan produced (for the scheduler's update and the metrics)."""
+
+    finished: list[Sequence]
+    rows: int = 0  # rows in the decoder step; 0: no step ran
+    encode_seconds: float | None = None  # the admitted group's encoder pass, if any
+    step_seconds: float | None = None
+
+
 class Engine:
-    def __init__(self, directory: Path, settings: Settings | None = None, manifest: Manifest | None = None):
-        settings = settings or Settings()
+    def __init__(
+        self,
+        directory: Path,
+        config: EngineConfig | None = None,
+        manifest: Manifest | None = None,
+        codec: TextCodec | None = None,
+    ):
+        config = config or EngineConfig()
         self.directory = Path(directory)
         self.manifest = manifest or load_manifest(self.directory)
-        self.limits = ServerLimits(settings.max_new_tokens, settings.max_beam_size)
-        self.codec = TextCodec(self.directory / self.manifest.files.tokenizer)
+        self.limits = ModelLimits.of(self.manifest, config)
+        self.codec = codec or TextCodec(self.directory / self.manifest.files.tokenizer)
         self.runner = ModelRunner(
-            self.directory, self.manifest, settings.provider, settings.intra_op_threads, settings.ort_spinning
+            self.directory, self.manifest, config.provider, config.intra_op_threads, config.ort_spinning
         )
         spec = self.manifest.spec
-        self.cache = KVCache(spec.decoder.layers, spec.kv_heads, spec.head_dim, settings.kv_rows)
+        self.cache = KVCache(spec.decoder.layers, spec.kv_heads, spec.head_dim, config.kv_rows)
         self.running: list[Sequence] = []
 
     @property
     def name(self) -> str:
         return self.manifest.name
-
-    # -- preparing requests -------------------------------------------------------------------
 
     def prepare(
         self,
@@ -88,60 +138,38 @@ class Engine:
         options: GenerationOptions | dict | None = None,
         target_lang: str | None = None,
         truncate: bool = False,
-        on_token: Callable[[Sequence, int], None] | None = None,
         return_alignment: bool = False,
     ) -> list[Sequence]:
-        """Validate and tokenize a request; raises a `RequestError` for anything heed refuses."""
-        if not texts:
-            raise InvalidInput("no input text given")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise InvalidInput(f"input text {i} is empty")
-        if not isinstance(options, GenerationOptions):
-            options = GenerationOptions.parse(options)
-        cfg = resolve(options, self.manifest.generation, self.manifest.limits, self.limits)
-        prefix, cfg = self._language(target_lang, cfg)
-        if cfg.beam_size > self.cache.max_rows:
-            raise InvalidOptions(
-                f"option 'beam_size': {cfg.beam_size} is over this server's {self.cache.max_rows} rows"
-            )
-        ids = self.codec.encode(texts, prefix)
-        limit = self.manifest.limits.max_input_tokens
-        for i, seq in enumerate(ids):
-            if len(seq) > limit:
-                if not truncate:
-                    raise InputTooLong(
-                        f"input text {i} has {len(seq)} tokens; this model takes at most {limit} "
-                        '(send "truncate": true to cut it)'
-                    )
-                ids[i] = seq[: limit - 1] + seq[-1:]
-        special = self.manifest.special_tokens
-        sequences = []
-        for i, seq in enumerate(ids):
-            rng = np.random.default_rng(None if cfg.seed is None else [cfg.seed, i])
-            search = make_search(cfg, special.decoder_start_id, special.eos_id, rng)
-            sequences.append(Sequence(seq, search, cfg, on_token, return_alignment))
-        return sequences
+        """Validate and tokenize an offline request (no server caps); raises a `RequestError`."""
+        request = RawRequest(
+            texts, GenerationOptions.parse(options), target_lang, truncate=truncate, return_alignment=return_alignment
+        )
+        return build_sequences(validate(request, self.manifest, self.codec, self.limits), self.manifest, self.codec)
 
-    def _language(self, target: str | None, cfg: DecodingConfig) -> tuple[list[int], DecodingConfig]:
-        tags = self.manifest.languages
-        if tags is None:
-            if target is not None:
-                raise InvalidOptions(f"model '{self.name}' has no target languages; leave target_lang out")
-            return [], cfg
-        target = target or tags.default
-        if target not in tags.tokens:
-            choices = ", ".join(sorted(tags.tokens))
-            raise InvalidOptions(f"target_lang {target!r} is not one of this model's languages: {choices}")
-        if tags.placement == "source_prefix":
-            return [tags.tokens[target]], cfg
-        return [], replace(cfg, forced_bos_id=tags.tokens[target])
+    def inject_decoder_fault(self, run: int) -> None:
+        """Testing only (`HEED_FAULT_DECODER_RUN`): the `run`-th decoder run from now fails in ONNX Runtime."""
+        inject_decoder_fault(self.runner, run)
 
     # -- the step loop -------------------------------------------------------------------------
 
+    def execute(self, plan: SchedulerOutput) -> StepResult:
+        """Run one iteration the scheduler planned: cancel, admit, one decoder step."""
+        for sequence in plan.cancelled:
+            self.cancel(sequence)
+        result = StepResult([])
+        if plan.admitted:
+            start = time.perf_counter()
+            self.admit(plan.admitted)
+            result.encode_seconds = time.perf_counter() - start
+        if self.running:
+            result.rows, start = self.cache.used, time.perf_counter()
+            result.finished = self.step()
+            result.step_seconds = time.perf_counter() - start
+        return result
+
     def admit(self, sequences: list[Sequence]) -> None:
         """Encode a group of new sequences at once and give them cache rows; they take part in
-        the next step. The caller checks `cache.free` first."""
+        the next step. The caller (the scheduler) checks that the cache has the rows."""
         if not sequences:
             return
         longest = max(len(s.input_ids) for s in sequences)
@@ -156,8 +184,8 @@ class Engine:
         self.cache.ensure(rows, max(self.cache.past_cap, 1), longest)  # grow once for the group
         for i, s in enumerate(sequences):
             s.slots = self.cache.allocate(s.rows)
-            self.cache.write_cross(s.slots, cross, i, len(s.input_ids))
             self.running.append(s)
+            self.cache.write_cross(s.slots, cross, i, len(s.input_ids))
 
     def step(self) -> list[Sequence]:
         """One decoder step for every running row; returns the sequences that finished."""
@@ -207,10 +235,7 @@ class Engine:
                 if rows[parent] != row:
                     dst.append(row)
                     src.append(rows[parent])
-        if s.on_token is not None and s.rows == 1:
-            s.on_token(s, s.search.sequences[0][-1])
-        if not s.search.done and s.cfg.stop and self._hit_stop(s):
-            s.search.stop("stop")
+        self._follow_text(s)
         if s.search.done:
             finished.append(s)
         return True
@@ -220,9 +245,23 @@ class Engine:
         if sequence in self.running:
             self._finish(sequence, "cancelled")
 
-    def _hit_stop(self, s: Sequence) -> bool:
-        text = self.codec.decode(s.search.output())
-        return any(stop in text for stop in s.cfg.stop)
+    def _follow_text(self, s: Sequence) -> None:
+        """Stream the text of a step's token and check the stop strings, without decoding the
+        whole output each step: a one-row search's text grows by its detokenizer's deltas; a beam's
+        best output changes as a whole, and is decoded only when it changed."""
+        if s.detokenizer is not None:
+            token = s.search.sequences[0][-1]
+            delta = s.detokenizer.push(token)
+            if s.on_token is not None:
+                s.on_token(token, delta)
+            if delta and s.cfg.stop and not s.search.done and _has_stop(s.detokenizer.text, len(delta), s.cfg.stop):
+                s.search.stop("stop")
+        elif s.cfg.stop and not s.search.done:
+            best = s.search.output()
+            if best != s.checked:
+                s.checked = best
+                if any(stop in self.codec.decode(best) for stop in s.cfg.stop):
+                    s.search.stop("stop")
 
     def _finish(self, s: Sequence, reason: str) -> None:
         tokens = s.search.output()
@@ -231,11 +270,10 @@ class Engine:
         self.running.remove(s)
         text = self.codec.decode(tokens)
         if reason == "stop":
-            cut = min(text.find(stop) for stop in s.cfg.stop if stop in text)
-            text = text[:cut]
+            text = text[: min((text.find(stop) for stop in s.cfg.stop if stop in text), default=len(text))]
         s.result = Generation(text, tokens, len(s.input_ids), len(tokens), reason, alignment)
 
-    def _alignment(self, s: Sequence, tokens: list[int]) -> list[list[float]]:
+    def _alignment(self, s: Sequence, tokens: list[int]) -> Alignment:
         """Cross-attention of each output token over the input tokens (one layer, mean over heads).
 
         One teacher-forced decoder pass over the final output, whatever the search: row i is the
@@ -251,7 +289,8 @@ class Engine:
         feeds = dict(zip(self.runner.cache_inputs, [empty] * len(self.cache.self_kv) + cross))
         weights = self.runner.cross_attention(inputs, positions, self.cache.source_mask[row : row + 1], feeds)
         layer = weights[0, self.manifest.alignment_layer, :, : len(s.input_ids)]
-        return np.round(layer.astype(np.float64), 4).tolist()  # float64: JSON gets 0.7188, not 0.7188000082969666
+        rounded = np.round(layer.astype(np.float64), 4).tolist()  # float64: JSON gets 0.7188, not 0.7188000082969666
+        return Alignment(self.codec.tokens(s.input_ids), self.codec.tokens(tokens), rounded)
 
     # -- offline use ---------------------------------------------------------------------------
 
@@ -263,15 +302,20 @@ class Engine:
         truncate: bool = False,
         return_alignment: bool = False,
     ) -> list[Generation]:
-        """Decode texts together (as many at once as the cache holds), through the same loop."""
-        sequences = self.prepare(texts, options, target_lang, truncate, return_alignment=return_alignment)
-        waiting = deque(sequences)
-        while waiting or self.running:
-            group = []
-            free = self.cache.free
-            while waiting and waiting[0].rows <= free:
-                free -= waiting[0].rows
-                group.append(waiting.popleft())
-            self.admit(group)
-            self.step()
+        """Decode texts together (as many at once as the cache holds), admitted by the scheduler
+        the server uses."""
+        if self.running:
+            raise RuntimeError("Engine.generate needs an idle engine")
+        sequences = self.prepare(texts, options, target_lang, truncate, return_alignment)
+        scheduler = Scheduler(self.cache.max_rows, name=self.name)
+        scheduler.add(Request("offline", sequences))
+        while not scheduler.idle:
+            plan = scheduler.schedule()
+            scheduler.update(plan, self.execute(plan).finished)
         return [s.result for s in sequences]
+
+
+def _has_stop(text: str, new: int, stops: tuple[str, ...]) -> bool:
+    """Whether a stop string ends within the last `new` characters of `text`."""
+    start = max(0, len(text) - new - max(len(stop) for stop in stops) + 1)
+    return any(stop in text[start:] for stop in stops)

@@ -1,5 +1,5 @@
-"""heed's error types. Every bad request raises a `RequestError`; the HTTP layer turns its
-`status` and `type` into the one JSON error shape `{"error": {"type", "message"}}`."""
+"""heed's error types. Every bad request raises a `RequestError`; the HTTP layer's error builder
+(service/http/errors.py) turns its `status`, `type` and message into the protocol's error shape."""
 
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ class InputTooLong(RequestError):
 class UnknownModel(RequestError):
     status = 404
     type = "unknown_model"
+
+
+class WrongTask(RequestError):
+    status = 422
+    type = "wrong_task"
 
 
 class Overloaded(RequestError):

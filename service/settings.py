@@ -1,20 +1,19 @@
-"""Settings from the environment (`HEED_*`) or the command line; one object for the whole process."""
+"""Configuration: the engine's (`EngineConfig`, given explicitly: `heed generate` builds it from its
+flags) and the HTTP server's (`Settings`, from `HEED_*` variables, which includes the engine's)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEED_", extra="ignore")
+class EngineConfig(BaseModel):
+    """How one model's engine runs; each default is defined here once."""
 
-    model_repo: Path = Path("models")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU"
@@ -26,11 +25,19 @@ class Settings(BaseSettings):
         "to itself (`heed generate` turns it on), but they take the CPU the HTTP server needs (docs/performance.md)",
     )
     kv_rows: int = Field(64, ge=1, description="decoding rows per model (a beam of 4 takes 4)")
-
-    max_new_tokens: int = Field(512, ge=1)
+    max_new_tokens: int = Field(512, ge=1, description="cap on any request's output tokens, under the model's own")
     max_beam_size: int = Field(8, ge=1)
 
-    # The HTTP service (`heed serve`).
+
+class Settings(BaseSettings, EngineConfig):
+    """The HTTP service's settings; the engine's fields are read from `HEED_*` too."""
+
+    model_config = SettingsConfigDict(env_prefix="HEED_", extra="ignore", frozen=True)
+
+    model_repo: Path = Path("models")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
     queue_size: int = Field(256, ge=1, description="requests per model waiting for KV rows; more get 503")
     request_timeout: float = Field(
         60.0, gt=0, description="seconds from arrival to answer (queueing included); later -> 504"
@@ -49,7 +56,7 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="decode a few tokens per model before reporting ready")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    # Security and request limits (service/security.py).
+    # Security and request limits (service/http/guard.py).
     api_keys: SecretStr | None = Field(
         None, description="comma-separated API keys; when set, /v1 and the docs need 'Authorization: Bearer <key>'"
     )
@@ -60,3 +67,20 @@ class Settings(BaseSettings):
     # Testing only, read at start (no request can turn it on): the Nth decoder run after warm-up
     # fails inside ONNX Runtime, to test that one failing request does not take the server down.
     fault_decoder_run: int | None = Field(None, ge=1, description="testing only: fail the Nth decoder run")
+
+    @property
+    def engine(self) -> EngineConfig:
+        return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return parse_list(self.api_keys.get_secret_value() if self.api_keys else None)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return parse_list(self.cors_origins)
+
+
+def parse_list(value: str | None) -> list[str]:
+    """A comma-separated setting as a list, blanks dropped."""
+    return [item.strip() for item in (value or "").split(",") if item.strip()]

@@ -23,9 +23,6 @@ class TextCodec:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def decode_batch(self, batch: list[list[int]]) -> list[str]:
-        return self.tokenizer.decode_batch(batch, skip_special_tokens=True)
-
     def tokens(self, ids: list[int]) -> list[str]:
         """The vocabulary strings of ids, special tokens included (labels for an alignment)."""
         return [self.tokenizer.id_to_token(i) for i in ids]

@@ -31,7 +31,7 @@ def test_alignment_matches_pytorch_cross_attention(built, options):
             positions = torch.arange(dec.shape[1])[None]
             _, _, weights = model.decode(dec, positions, None, cross, torch.ones_like(src))
         want = weights[0, -1].numpy()
-        got = np.array(result.alignment)
+        got = np.array(result.alignment.weights)
         assert got.shape == (result.output_tokens, len(ids))
         np.testing.assert_allclose(got, want, atol=2e-4)
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-3)

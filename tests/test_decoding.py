@@ -11,9 +11,10 @@ import torch
 
 from export.demo import build_model_dir, spec
 from service.engine import Engine
-from service.options import GenerationOptions, resolve
+from service.options import GenerationOptions
 from service.search import INEXACT, BeamSearch, Greedy, Scores, banned_ngram_tokens, log_softmax, process_scores
-from service.settings import Settings
+from service.settings import EngineConfig
+from service.validation import ModelLimits, resolve
 
 TEXTS = [
     "hello world",
@@ -49,7 +50,7 @@ SPECS = {
 @pytest.fixture(scope="module", params=sorted(SPECS))
 def built(request, tmp_path_factory):
     model, directory = build_model_dir(tmp_path_factory.mktemp("dec"), request.param, SPECS[request.param])
-    return model, Engine(directory, Settings(kv_rows=16))
+    return model, Engine(directory, EngineConfig(kv_rows=16))
 
 
 def torch_greedy(model, engine: Engine, text: str, max_new: int) -> list[int]:
@@ -139,11 +140,10 @@ def test_stop_string_ends_generation_before_it(built):
 
 
 def config(**options):
-    from service.manifest import GenerationDefaults, Limits
+    from service.manifest import GenerationDefaults
 
-    return resolve(
-        GenerationOptions(**options), GenerationDefaults(), Limits(max_input_tokens=64, max_output_tokens=64)
-    )
+    limits = ModelLimits(max_input_tokens=64, max_output_tokens=64, max_beam_size=8, kv_rows=16)
+    return resolve(GenerationOptions(**options), GenerationDefaults(), limits)
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_scores():

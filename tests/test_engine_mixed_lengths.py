@@ -4,11 +4,11 @@ while a shorter input of the group is written first (found by the locust run: 50
 from __future__ import annotations
 
 from service.engine import Engine
-from service.settings import Settings
+from service.settings import EngineConfig
 
 
 def test_group_with_inputs_longer_than_the_cache_chunk_decodes_like_each_alone(tiny_dir):
-    engine = Engine(tiny_dir, Settings(kv_rows=8, intra_op_threads=1))
+    engine = Engine(tiny_dir, EngineConfig(kv_rows=8, intra_op_threads=1))
     long = " ".join(["the quick brown fox jumps over the lazy dog"] * 4)
     texts = ["hello", long]
     options = {"max_new_tokens": 6}

@@ -36,7 +36,7 @@ def test_alignment_is_the_engines_with_token_labels(server, http_repo, options):
         assert a["target_tokens"] == [tokenizer.id_to_token(i) for i in expected.token_ids]
         weights = np.array(a["weights"])
         assert weights.shape == (got["output_tokens"], len(a["source_tokens"]))
-        np.testing.assert_allclose(weights, expected.alignment, atol=1e-3)
+        np.testing.assert_allclose(weights, expected.alignment.weights, atol=1e-3)
         np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-3)
         assert all(round(w, 4) == w for row in a["weights"] for w in row)  # 4 decimals, no float32 noise
 

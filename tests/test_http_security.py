@@ -11,8 +11,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.security import authorized
+from service.http.app import create_app
+from service.http.guard import authorized
 from service.settings import Settings
 from tests.http_server import ROOT, running
 

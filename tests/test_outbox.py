@@ -1,8 +1,8 @@
-"""The scheduler's outbox: what a decoder step produced reaches each event loop in one wake-up."""
+"""The worker's outbox: what a decoder step produced reaches each event loop in one wake-up."""
 
 from __future__ import annotations
 
-from service.scheduler import Outbox
+from service.jobs import Outbox
 
 
 class FakeLoop:

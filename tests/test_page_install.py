@@ -1,5 +1,5 @@
 """The page at `/` ships in the distribution: a wheel built from the serving sources (no editable
-install, no repository around it) holds every file `service/page.py` serves."""
+install, no repository around it) holds every file `service/http/page.py` serves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 import zipfile
 
-from service.page import PAGE
+from service.http.page import PAGE
 from tests.http_server import ROOT
 
 
@@ -28,4 +28,4 @@ def test_wheel_contains_the_page(tmp_path):
     [wheel] = tmp_path.glob("heed-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"service/static/{name}" for name, _ in PAGE.values()} <= names
-    assert "service/page.py" in names
+    assert "service/http/page.py" in names

@@ -9,7 +9,7 @@ import pytest
 
 from service.engine import Engine
 from service.runner import select_providers, session_options
-from service.settings import Settings
+from service.settings import EngineConfig
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
@@ -41,7 +41,7 @@ def test_session_options(spinning):
 
 
 def test_engine_sessions_follow_the_settings(tiny_dir):
-    engine = Engine(tiny_dir, Settings(provider="cuda", intra_op_threads=1))  # no GPU here: CPU fallback
+    engine = Engine(tiny_dir, EngineConfig(provider="cuda", intra_op_threads=1))  # no GPU here: CPU fallback
     for session in (engine.runner.encoder, engine.runner.decoder):
         assert session.get_providers() == [CPU]
         options = session.get_session_options()

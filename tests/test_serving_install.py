@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pkgutil
 import subprocess
 import sys
@@ -21,8 +22,8 @@ BLOCK_TORCH = (
 
 
 def test_every_service_module_imports_and_runs_without_torch(tiny_dir):
-    modules = [m.name for m in pkgutil.iter_modules(service.__path__, "service.")]
-    assert "service.engine" in modules
+    modules = [m.name for m in pkgutil.walk_packages(service.__path__, "service.")]
+    assert {"service.engine", "service.http.app"} <= set(modules)
     code = BLOCK_TORCH + (
         "import importlib\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -61,6 +62,16 @@ def test_cli_generate_json_matches_engine(tiny_dir):
     want = Engine(tiny_dir).generate(texts, {"max_new_tokens": 8, "beam_size": 2}, target_lang="fr")
     assert [line["token_ids"] for line in lines] == [w.token_ids for w in want]
     assert [line["text"] for line in lines] == [w.text for w in want]
+
+
+def test_cli_generate_takes_no_server_settings_from_the_environment(tiny_dir):
+    """`heed generate` is configured by its flags; a server's HEED_* variables do not leak in."""
+    env = os.environ | {"HEED_MAX_NEW_TOKENS": "1", "HEED_KV_ROWS": "1"}
+    args = ["generate", "--model", str(tiny_dir), "--text", "hello", "--json", "--max-new-tokens", "6"]
+    args += ["--min-new-tokens", "6", "--beam-size", "2"]
+    out = subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["output_tokens"] == 6
 
 
 def test_cli_reports_bad_options_clearly(tiny_dir):

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent.parent / "static"
 # route -> (file in STATIC, media type); fixed names, so nothing else on disk is reachable
 PAGE = {
     "/": ("index.html", "text/html; charset=utf-8"),

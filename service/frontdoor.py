@@ -1,0 +1,132 @@
+"""The front door between the protocols and the models: every HTTP route submits through it.
+
+It holds the served models (one `ModelWorker` each, discovered from the model repository), picks
+the model of a request (by name, or the task's default), hands it the request to validate and
+queue, and returns the `Job` to wait on or stream. It also owns the process's lifecycle flags
+(ready, draining) and describes the models (`card`) for the protocols' model listings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import ModelLoadError, Overloaded, UnknownModel, WrongTask
+from service.jobs import Job
+from service.manifest import MANIFEST_FILE, Manifest, load_manifest
+from service.metrics import Metrics
+from service.settings import Settings
+from service.validation import ModelLimits, RawRequest, RequestCaps
+from service.worker import ModelWorker
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a protocol may show of a served model."""
+
+    manifest: Manifest
+    limits: ModelLimits
+    caps: RequestCaps
+    ready: bool
+
+
+class FrontDoor:
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings, self.metrics = settings, metrics
+        self._workers = {
+            name: ModelWorker(directory, manifest, settings, metrics)
+            for name, (directory, manifest) in discover(settings.model_repo).items()
+        }
+        for worker in self._workers.values():
+            metrics.add_model(worker.manifest, settings.kv_rows)
+        configured = {
+            "translate": settings.default_translate_model,
+            "summarize": settings.default_summarize_model,
+        }
+        self.defaults = {task: self._default(task, name) for task, name in configured.items()}
+        self.draining = False
+        metrics.ready.set_function(lambda: float(self.ready))
+
+    def _default(self, task: str, configured: str | None) -> str | None:
+        if configured is not None:
+            if configured not in self._workers or self._workers[configured].manifest.task != task:
+                raise ModelLoadError(f"default {task} model {configured!r} is not a {task} model of the repository")
+            return configured
+        return next((name for name in sorted(self._workers) if self._workers[name].manifest.task == task), None)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def model_for(self, name: str | None, task: str | None) -> str:
+        """The model a request goes to: `name`, or the task's default; raises for unknown models
+        and models of another task."""
+        if name is None:
+            name = self.defaults.get(task)
+            if name is None:
+                raise UnknownModel(f'this server has no {task} model; name one with "model"')
+        if name not in self._workers:
+            raise UnknownModel(f"unknown model {name!r}; GET /v1/models lists the served models")
+        served = self._workers[name].manifest.task
+        if task is not None and served != task:
+            raise WrongTask(f"model {name!r} is a {served} model; use /v1/{served}")
+        return name
+
+    def submit(self, model: str, request: RawRequest, request_id: str) -> Job:
+        """Validate and queue a request for a model of `model_for`; raises `RequestError`s."""
+        worker = self._workers[model]
+        if self.draining:
+            raise Overloaded("the server is shutting down")
+        if not worker.ready:
+            raise Overloaded(f"model {model!r} is not ready: {worker.load_error or 'still loading'}")
+        return worker.submit(request, request_id)
+
+    # -- models --------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._workers)
+
+    def card(self, name: str) -> ModelCard:
+        if name not in self._workers:
+            raise UnknownModel(f"unknown model {name!r}; GET /v1/models lists the served models")
+        worker = self._workers[name]
+        return ModelCard(worker.manifest, worker.limits, worker.caps, worker.ready)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and all(w.ready for w in self._workers.values())
+
+    @property
+    def idle(self) -> bool:
+        return all(w.idle for w in self._workers.values())
+
+    def start(self) -> None:
+        for worker in self._workers.values():
+            worker.start()
+
+    def begin_drain(self) -> None:
+        self.draining = True
+
+    def stop(self, grace: float) -> None:
+        """Stop every worker, sharing one grace period; the rest are answered 503 (blocking)."""
+        end = time.monotonic() + grace
+        for worker in self._workers.values():
+            worker.stop(max(0.0, end - time.monotonic()))
+
+
+def discover(repo: Path) -> dict[str, tuple[Path, Manifest]]:
+    """Every model directory of the repository, by manifest name; refuses bad or duplicate ones."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise ModelLoadError(f"model repository {repo} is not a directory")
+    found: dict[str, tuple[Path, Manifest]] = {}
+    for directory in sorted(p for p in repo.iterdir() if (p / MANIFEST_FILE).is_file()):
+        manifest = load_manifest(directory, verify_hashes=False)  # hashes: on the model's worker thread
+        if manifest.name in found:
+            raise ModelLoadError(f"{directory}: model name {manifest.name!r} is also used by {found[manifest.name][0]}")
+        found[manifest.name] = (directory, manifest)
+    if not found:
+        raise ModelLoadError(f"no model directories (with {MANIFEST_FILE}) in {repo}")
+    return found

@@ -1,0 +1,61 @@
+"""The FastAPI app: the front door, its middleware and error handlers, and the routes.
+
+Middleware, outermost first: CORS (only when configured), accounting (request id, access log,
+metrics, requests in flight), the guard (API keys, body limit). Model manifests are validated
+when the app is built (a bad repository fails here); the ONNX sessions load and warm up on each
+model's worker thread after startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.frontdoor import FrontDoor
+from service.http.accounting import Accounting, InFlight
+from service.http.errors import install_error_handlers
+from service.http.guard import Guard
+from service.http.native import native_routes
+from service.http.page import install_page
+from service.http.probes import probe_routes
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    front = FrontDoor(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        front.start()
+        yield
+        front.begin_drain()
+        await asyncio.to_thread(front.stop, settings.shutdown_grace)
+
+    app = FastAPI(
+        title="heed",
+        summary="Translation and summarization with Transformer models on ONNX Runtime",
+        lifespan=lifespan,
+    )
+    app.state.front, app.state.in_flight = front, InFlight()
+    app.add_middleware(Guard, keys=settings.api_key_list, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Accounting, metrics=metrics, in_flight=app.state.in_flight)
+    if settings.cors_origins:  # off unless configured: browsers may not call heed from other origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    install_error_handlers(app, settings.retry_after)
+    install_page(app)
+    app.include_router(probe_routes(front, metrics))
+    app.include_router(native_routes(front))
+    return app

@@ -1,0 +1,156 @@
+"""heed's native API: /v1/models, /v1/translate, /v1/summarize and /v1/generate.
+
+Each route maps its body to a `TextRequest`, submits it through the front door and shapes the
+job's answer; the request's options sit at the top level of the body (service/http/schemas.py).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from service.engine import Generation
+from service.frontdoor import FrontDoor, ModelCard
+from service.http.answer import answer
+from service.http.errors import ERROR_RESPONSES
+from service.http.schemas import (
+    Alignment,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationOutput,
+    ModelInfo,
+    ModelList,
+    Output,
+    SummarizeResponse,
+    TextRequest,
+    TranslateRequest,
+    TranslateResponse,
+    Translation,
+    Usage,
+)
+from service.http.sse import SSE_HEADERS, native_events
+from service.jobs import Job
+from service.options import GenerationOptions
+from service.validation import RawRequest
+
+
+def submit(front: FrontDoor, request: Request, body: TextRequest | GenerateRequest, task: str | None, **fields) -> Job:
+    """Map a native body (and the route's own `fields` of `RawRequest`) to the front door."""
+    name = front.model_for(body.model, task)
+    request.state.model = name  # the metrics' model label, also when the request is refused below
+    inputs = body.text if isinstance(body, TextRequest) else body.input
+    raw = RawRequest(
+        [inputs] if isinstance(inputs, str) else inputs,
+        GenerationOptions(**{option: getattr(body, option) for option in GenerationOptions.model_fields}),
+        target_lang=body.target_lang,
+        source_lang=body.source_lang,
+        truncate=body.truncate,
+        timeout=body.timeout,
+        **fields,
+    )
+    return front.submit(name, raw, request.state.request_id)
+
+
+def usage(results: list[Generation]) -> Usage:
+    return Usage(input_tokens=sum(r.input_tokens for r in results), output_tokens=sum(r.output_tokens for r in results))
+
+
+def output_fields(r: Generation) -> dict:
+    return {
+        "text": r.text,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "finish_reason": r.finish_reason,
+    }
+
+
+def translation(r: Generation) -> Translation:
+    a = r.alignment
+    alignment = (
+        Alignment(source_tokens=a.source_tokens, target_tokens=a.target_tokens, weights=a.weights) if a else None
+    )
+    return Translation(**output_fields(r), alignment=alignment)
+
+
+def model_info(card: ModelCard) -> ModelInfo:
+    m, spec, limits = card.manifest, card.manifest.spec, card.limits
+    return ModelInfo(
+        name=m.name,
+        task=m.task,
+        architecture=m.architecture,
+        quantization=m.quantization,
+        parameters=m.parameters,
+        attention={
+            "encoder": spec.encoder.attention.model_dump(),
+            "decoder": spec.decoder.attention.model_dump(),
+            "heads": spec.n_heads,
+            "kv_heads": spec.kv_heads,
+        },
+        dimensions={
+            "d_model": spec.d_model,
+            "d_ff": spec.d_ff,
+            "encoder_layers": spec.encoder.layers,
+            "decoder_layers": spec.decoder.layers,
+            "vocab_size": spec.vocab_size,
+        },
+        languages={
+            "target": sorted(m.languages.tokens) if m.languages else [],
+            "default_target": m.languages.default if m.languages else None,
+            "source": list(m.source_languages),
+        },
+        generation=m.generation.model_dump(),
+        limits={
+            "max_input_tokens": limits.max_input_tokens,
+            "max_output_tokens": limits.max_output_tokens,
+            "max_beam_size": limits.max_beam_size,
+            "max_texts": card.caps.max_texts,
+            "kv_rows": limits.kv_rows,
+        },
+        ready=card.ready,
+    )
+
+
+def native_routes(front: FrontDoor) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v1/models", response_model=ModelList)
+    async def list_models() -> ModelList:
+        models = [model_info(front.card(name)) for name in front.names]
+        return ModelList(models=models, defaults={task: name for task, name in front.defaults.items() if name})
+
+    @router.get("/v1/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
+    async def get_model(name: str, request: Request) -> ModelInfo:
+        card = front.card(name)
+        request.state.model = name
+        return model_info(card)
+
+    @router.post(
+        "/v1/translate", response_model=TranslateResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES
+    )
+    async def translate(body: TranslateRequest, request: Request) -> TranslateResponse:
+        job = submit(front, request, body, "translate", return_alignment=body.return_alignment)
+        results = await answer(request, job)
+        return TranslateResponse(model=job.model, translations=[translation(r) for r in results], usage=usage(results))
+
+    @router.post("/v1/summarize", response_model=SummarizeResponse, responses=ERROR_RESPONSES)
+    async def summarize(body: TextRequest, request: Request) -> SummarizeResponse:
+        job = submit(front, request, body, "summarize")
+        results = await answer(request, job)
+        summaries = [Output(**output_fields(r)) for r in results]
+        return SummarizeResponse(model=job.model, summaries=summaries, usage=usage(results))
+
+    @router.post(
+        "/v1/generate",
+        response_model=GenerateResponse,
+        responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+    )
+    async def generate(body: GenerateRequest, request: Request):
+        job = submit(front, request, body, None, stream=body.stream)
+        if body.stream:
+            return StreamingResponse(native_events(job), media_type="text/event-stream", headers=SSE_HEADERS)
+        results = await answer(request, job)
+        generations = [GenerationOutput(**output_fields(r), token_ids=r.token_ids) for r in results]
+        return GenerateResponse(model=job.model, generations=generations, usage=usage(results))
+
+    return router

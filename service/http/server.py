@@ -1,0 +1,73 @@
+"""`heed serve`: the app under uvicorn, with heed's graceful shutdown.
+
+On SIGTERM readiness turns false, new requests get 503, requests in flight finish (up to
+`HEED_SHUTDOWN_GRACE` seconds), then the process exits 0. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.http.accounting import RequestIdFilter
+from service.http.app import create_app
+from service.settings import Settings
+
+log = logging.getLogger("heed.server")
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn with heed's SIGTERM: drain first, then uvicorn's own shutdown. The signal is
+    handled, not re-raised, so the process exits 0."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float):
+        super().__init__(config)
+        self.front, self.in_flight, self.grace = app.state.front, app.state.in_flight, grace
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.front.draining:
+            self.should_exit = self.force_exit = True
+            return
+        log.info("signal %d: draining (grace %.0fs)", sig, self.grace)
+        self.front.begin_drain()
+        threading.Thread(target=self._drain, name="heed-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        if not self._wait_idle(self.grace):
+            log.warning("grace period over with requests in flight; they are answered 503")
+        self.front.stop(0)  # answers what is left, so that uvicorn's wait for open connections ends
+        self.should_exit = True
+
+    def _wait_idle(self, timeout: float) -> bool:
+        """Until no API request is in flight and no model has work (or `timeout` passes)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.in_flight.count == 0 and self.front.idle:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive,
+    )
+    server = GracefulServer(config, app, settings.shutdown_grace)
+    server.run()
+    return 0 if server.started else 1

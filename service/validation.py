@@ -1,0 +1,169 @@
+"""One validation step: a protocol-neutral `RawRequest` becomes a typed, valid `ValidRequest`
+for one model, or a `RequestError` that names what to change.
+
+Every protocol maps its fields to a `RawRequest`; the front door validates it against the model
+(manifest, tokenizer) and the limits, before anything is queued. `heed generate` validates the
+same way, without the HTTP server's caps. The effective limits of a model are `ModelLimits.of`,
+the one rule that both validation and `/v1/models` use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from service.errors import InputTooLong, InvalidInput, InvalidOptions
+from service.manifest import GenerationDefaults, Manifest
+from service.options import DecodingConfig, GenerationOptions
+from service.settings import EngineConfig
+from service.tokenizer import TextCodec
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """What a caller asks of a model, in any protocol."""
+
+    texts: list[str]
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    target_lang: str | None = None
+    source_lang: str | None = None
+    truncate: bool = False
+    timeout: float | None = None
+    stream: bool = False
+    return_alignment: bool = False
+
+
+@dataclass(frozen=True)
+class RequestCaps:
+    """The HTTP server's caps on one request (`HEED_*` settings); None: no cap (offline use)."""
+
+    max_texts: int | None = None
+    max_input_chars: int | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """The limits a request to one model runs under: the model's own, capped by the engine's."""
+
+    max_input_tokens: int
+    max_output_tokens: int
+    max_beam_size: int
+    kv_rows: int
+
+    @classmethod
+    def of(cls, manifest: Manifest, config: EngineConfig) -> ModelLimits:
+        return cls(
+            max_input_tokens=manifest.limits.max_input_tokens,
+            max_output_tokens=min(manifest.limits.max_output_tokens, config.max_new_tokens),
+            max_beam_size=min(config.max_beam_size, config.kv_rows),
+            kv_rows=config.kv_rows,
+        )
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    inputs: list[list[int]]  # token ids per text: language tag included, cut to the model's limit
+    config: DecodingConfig
+    timeout: float  # seconds from admission to answer; inf offline
+    stream: bool = False
+    return_alignment: bool = False
+
+
+def validate(
+    request: RawRequest, manifest: Manifest, codec: TextCodec, limits: ModelLimits, caps: RequestCaps = RequestCaps()
+) -> ValidRequest:
+    texts = request.texts
+    if not texts:
+        raise InvalidInput("no input text given")
+    if caps.max_texts is not None and len(texts) > caps.max_texts:
+        raise InputTooLong(f"{len(texts)} texts in one request; this server takes at most {caps.max_texts}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput(f"input text {i} is empty")
+    chars = sum(len(t) for t in texts)
+    if caps.max_input_chars is not None and chars > caps.max_input_chars:
+        raise InputTooLong(f"{chars} characters of input; this server takes at most {caps.max_input_chars}")
+    if request.stream and len(texts) != 1:
+        raise InvalidInput('"stream": true takes exactly one input text')
+    sources = manifest.source_languages
+    if request.source_lang is not None and sources and request.source_lang not in sources:
+        raise InvalidOptions(f"source_lang {request.source_lang!r} is not one of this model's: {', '.join(sources)}")
+    cfg = resolve(request.options, manifest.generation, limits)
+    prefix, cfg = _target_language(manifest, request.target_lang, cfg)
+    inputs = codec.encode(texts, prefix)
+    for i, ids in enumerate(inputs):
+        if len(ids) > limits.max_input_tokens:
+            if not request.truncate:
+                raise InputTooLong(
+                    f"input text {i} has {len(ids)} tokens; this model takes at most {limits.max_input_tokens} "
+                    '(send "truncate": true to cut it)'
+                )
+            inputs[i] = ids[: limits.max_input_tokens - 1] + ids[-1:]
+    timeouts = [t for t in (request.timeout, caps.timeout) if t is not None]
+    timeout = min(timeouts) if timeouts else math.inf
+    return ValidRequest(inputs, cfg, timeout, request.stream, request.return_alignment)
+
+
+def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: ModelLimits) -> DecodingConfig:
+    """The request's options over the model's defaults, checked against its limits."""
+
+    def pick(name: str, fallback: Any = None) -> Any:
+        value = getattr(options, name)
+        return value if value is not None else getattr(defaults, name, fallback)
+
+    max_new = pick("max_new_tokens")
+    cap = limits.max_output_tokens
+    if options.max_new_tokens is not None and max_new > cap:
+        raise InvalidOptions(f"option 'max_new_tokens': {max_new} is over this model's limit of {cap}")
+    max_new = min(max_new, cap)
+    min_new = pick("min_new_tokens")
+    if min_new > max_new:
+        raise InvalidOptions(f"option 'min_new_tokens': {min_new} is more than max_new_tokens ({max_new})")
+    beam = pick("beam_size")
+    if beam > limits.max_beam_size:
+        raise InvalidOptions(f"option 'beam_size': {beam} is over this server's limit of {limits.max_beam_size}")
+    sampling_asked = (options.temperature or 0) > 0 or options.top_k is not None or options.top_p is not None
+    sample = options.do_sample if options.do_sample is not None else sampling_asked
+    if sample and options.beam_size is not None and options.beam_size > 1:
+        raise InvalidOptions("option 'beam_size': beam search cannot be combined with sampling")
+    if sample:
+        beam = 1
+    temperature = options.temperature if options.temperature is not None else 1.0
+    if sample and temperature == 0:
+        raise InvalidOptions("option 'temperature': must be > 0 when sampling")
+    return DecodingConfig(
+        max_new_tokens=max_new,
+        min_new_tokens=min_new,
+        beam_size=beam,
+        sample=sample,
+        temperature=temperature,
+        top_k=options.top_k or 0,
+        top_p=options.top_p if options.top_p is not None else 1.0,
+        seed=options.seed,
+        length_penalty=pick("length_penalty"),
+        early_stopping=pick("early_stopping"),
+        no_repeat_ngram_size=pick("no_repeat_ngram_size"),
+        repetition_penalty=pick("repetition_penalty"),
+        bad_words_ids=tuple(tuple(w) for w in defaults.bad_words_ids),
+        forced_bos_id=defaults.forced_bos_id,
+        forced_eos_id=defaults.forced_eos_id,
+        stop=tuple(options.stop or ()),
+    )
+
+
+def _target_language(manifest: Manifest, target: str | None, cfg: DecodingConfig) -> tuple[list[int], DecodingConfig]:
+    """The source prefix ids and the config for the requested target language."""
+    tags = manifest.languages
+    if tags is None:
+        if target is not None:
+            raise InvalidOptions(f"model '{manifest.name}' has no target languages; leave target_lang out")
+        return [], cfg
+    target = target or tags.default
+    if target not in tags.tokens:
+        choices = ", ".join(sorted(tags.tokens))
+        raise InvalidOptions(f"target_lang {target!r} is not one of this model's languages: {choices}")
+    if tags.placement == "source_prefix":
+        return [tags.tokens[target]], cfg
+    return [], replace(cfg, forced_bos_id=tags.tokens[target])
