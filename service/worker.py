@@ -138,11 +138,13 @@ class ModelWorker:
                 failed = self.scheduler.fail(InternalError("the model failed while decoding this request"))
             self._release([s for r in failed for s in r.sequences])
             self._answer([*plan.dropped, *failed])
-            return
-        with self._cond:
-            update = self.scheduler.update(plan, result.finished)
-        self._record(plan, result, update)
-        self._answer([*plan.dropped, *update.finished])
+        else:
+            with self._cond:
+                update = self.scheduler.update(plan, result.finished)
+            self._record(plan, result, update)
+            self._answer([*plan.dropped, *update.finished])
+        self.metrics.queue_depth.labels(self.name).set(len(self.scheduler.waiting))
+        self.metrics.kv_slots_used.labels(self.name).set(self.scheduler.rows_used)
 
     def _release(self, sequences: list[Sequence]) -> None:
         """Free a failed step's rows; an engine too broken for that is left as it is."""
@@ -179,5 +181,3 @@ class ModelWorker:
             m.output_tokens.labels(name).inc(tokens)
             if first is not None and tokens > 1:
                 m.time_per_output_token.labels(name).observe((now - first) / (tokens - 1))
-        m.queue_depth.labels(name).set(len(self.scheduler.waiting))
-        m.kv_slots_used.labels(name).set(self.scheduler.rows_used)

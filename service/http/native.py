@@ -1,6 +1,6 @@
 """heed's native API: /v1/models, /v1/translate, /v1/summarize and /v1/generate.
 
-Each route maps its body to a `TextRequest`, submits it through the front door and shapes the
+Each route maps its body to a `RawRequest`, submits it through the front door and shapes the
 job's answer; the request's options sit at the top level of the body (service/http/schemas.py).
 """
 
