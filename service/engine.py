@@ -77,10 +77,6 @@ class Sequence:
     def rows(self) -> int:
         return self.search.rows
 
-    @property
-    def done(self) -> bool:
-        return self.result is not None
-
 
 def build_sequences(
     valid: ValidRequest, manifest: Manifest, codec: TextCodec, on_token: TokenCallback | None = None

@@ -92,10 +92,6 @@ class Job:
 
     # -- the event loop's side -----------------------------------------------------------------
 
-    @property
-    def done(self) -> bool:
-        return self._future.done()
-
     def cancel(self) -> None:
         """The caller is gone: the worker drops the request and frees its rows at its next iteration."""
         if not self._future.done():

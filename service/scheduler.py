@@ -40,10 +40,6 @@ class RequestStatus(enum.Enum):
     FAILED = "failed"  # the engine failed while it ran
     ABORTED = "aborted"  # the server stopped before it finished
 
-    @property
-    def done(self) -> bool:
-        return self not in (RequestStatus.WAITING, RequestStatus.RUNNING)
-
 
 class Request:
     """One caller's sequences (one per input text), from `add` to its end."""
