@@ -27,7 +27,8 @@ $(DEV_VENV)/.installed: pyproject.toml
 	touch $@
 
 # heed's own default models, exported from the committed weights (docs/default-models.md).
-$(MODEL_REPO)/.ready: $(wildcard export/weights/*) export/onnx_export.py export/attention.py export/model.py service/manifest.py | $(DEV_VENV)/.installed
+$(MODEL_REPO)/.ready: $(wildcard export/weights/*) export/onnx_export.py export/attention.py export/model.py \
+		export/recipes.py export/package.py export/defaults.py service/manifest.py | $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python -m export.defaults --out-repo $(MODEL_REPO)
 	touch $@
 

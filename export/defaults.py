@@ -33,6 +33,7 @@ def prepare(out_repo: Path, weights: Path = WEIGHTS_DIR, names: list[str] | None
                 architecture="heed",
                 special_tokens=SPECIAL_TOKENS,
                 languages=recipe.languages(tokenizer),
+                source_languages=recipe.source_languages,
                 generation=recipe.generation,
                 limits=recipe.limits,
             )

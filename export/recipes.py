@@ -40,6 +40,7 @@ class Recipe:
     limits: Limits
     generation: GenerationDefaults = field(default_factory=lambda: GenerationDefaults(bad_words_ids=[[0]]))
     langs: tuple[str, ...] = ()
+    source_languages: tuple[str, ...] = ()  # what the model reads, for clients that pick a model by language pair
 
     def spec(self, tokenizer: Tokenizer, **overrides) -> ModelSpec:
         return ModelSpec.model_validate({"vocab_size": tokenizer.get_vocab_size(), **self.architecture, **overrides})
@@ -80,6 +81,7 @@ NUMBERS = Recipe(
     limits=Limits(max_input_tokens=64, max_output_tokens=48),
     generation=GenerationDefaults(max_new_tokens=48, bad_words_ids=[[0]]),
     langs=numbers.LANGS,
+    source_languages=("en",),
 )
 
 REPORTS = Recipe(

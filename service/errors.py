@@ -48,6 +48,11 @@ class WrongTask(RequestError):
     type = "wrong_task"
 
 
+class UnsupportedLanguage(RequestError):
+    status = 422
+    type = "unsupported_language"
+
+
 class Overloaded(RequestError):
     status = 503
     type = "overloaded"

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import ModelLoadError, Overloaded, UnknownModel, WrongTask
+from service.errors import ModelLoadError, Overloaded, UnknownModel, UnsupportedLanguage, WrongTask
 from service.jobs import Job
+from service.languages import Detection, Detector, match
 from service.manifest import MANIFEST_FILE, Manifest, load_manifest
 from service.metrics import Metrics
 from service.settings import Settings
@@ -47,6 +48,7 @@ class FrontDoor:
         self.defaults = {task: self._default(task, name) for task, name in configured.items()}
         self.draining = False
         metrics.ready.set_function(lambda: float(self.ready))
+        self._detector = Detector(self.language_pairs())  # its sources
 
     def _default(self, task: str, configured: str | None) -> str | None:
         if configured is not None:
@@ -79,6 +81,37 @@ class FrontDoor:
         if not worker.ready:
             raise Overloaded(f"model {model!r} is not ready: {worker.load_error or 'still loading'}")
         return worker.submit(request, request_id)
+
+    # -- translation by language pair (protocols that name languages, not models) ---------------
+
+    def _translators(self) -> list[Manifest]:
+        """Translate models that name their target languages, the default first."""
+        default = self.defaults.get("translate")
+        names = sorted(self._workers, key=lambda name: (name != default, name))
+        manifests = [self._workers[name].manifest for name in names]
+        return [m for m in manifests if m.task == "translate" and m.languages is not None]
+
+    def translation_model(self, source: str | None, target: str) -> tuple[str, str]:
+        """The model that translates `source` (None: whatever it reads) into `target`, and its code
+        for the target."""
+        for manifest in self._translators():
+            code = match(target, manifest.languages.tokens)
+            reads = source is None or not manifest.source_languages or match(source, manifest.source_languages)
+            if code is not None and reads:
+                return manifest.name, code
+        pairs = "; ".join(f"{s} -> {', '.join(t)}" for s, t in self.language_pairs().items()) or "none"
+        raise UnsupportedLanguage(f"no model translates {source or 'any language'} into {target} (pairs: {pairs})")
+
+    def language_pairs(self) -> dict[str, list[str]]:
+        """Source language -> target languages, over the models that declare what they read."""
+        pairs: dict[str, set[str]] = {}
+        for manifest in self._translators():
+            for source in manifest.source_languages:
+                pairs.setdefault(source, set()).update(manifest.languages.tokens)
+        return {source: sorted(targets) for source, targets in sorted(pairs.items())}
+
+    def detect(self, text: str) -> list[Detection]:
+        return self._detector.detect(text)
 
     # -- models --------------------------------------------------------------------------------
 

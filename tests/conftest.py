@@ -24,3 +24,13 @@ def http_repo(tmp_path_factory):
     from tests.http_server import build_repo
 
     return build_repo(tmp_path_factory.mktemp("http-models"))
+
+
+@pytest.fixture(scope="session")
+def default_repo(tmp_path_factory):
+    """heed's default models, exported from the committed weights."""
+    from export.defaults import prepare
+
+    repo = tmp_path_factory.mktemp("default-models")
+    prepare(repo)
+    return repo

@@ -9,18 +9,10 @@ import re
 import pytest
 
 from export.checkpoint import WEIGHTS_DIR, metadata
-from export.defaults import prepare
 from export.evaluate import evaluate, main
 from export.recipes import NUMBERS, RECIPES, REPORTS
 from service.manifest import load_manifest
 from tests.http_server import ROOT, running
-
-
-@pytest.fixture(scope="module")
-def default_repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("default-models")
-    prepare(repo)
-    return repo
 
 
 def test_committed_weights_are_compact():

@@ -5,7 +5,8 @@
   carry it) and in a context variable that `RequestIdFilter` puts into every log line;
 - the access line (method, path, status, duration, id; never the request's text);
 - `heed_requests_total` and `heed_request_duration_seconds` per model and route for the API
-  routes, when the response, streamed ones included, has been sent completely;
+  routes (`/v1/...` and the other protocols' `api_paths`), when the response, streamed ones
+  included, has been sent completely;
 - the count of API requests in flight, which the graceful shutdown waits for.
 """
 
@@ -54,8 +55,8 @@ class InFlight:
 
 
 class Accounting:
-    def __init__(self, app: ASGIApp, metrics: Metrics, in_flight: InFlight):
-        self.app, self.metrics, self.in_flight = app, metrics, in_flight
+    def __init__(self, app: ASGIApp, metrics: Metrics, in_flight: InFlight, api_paths: frozenset[str] = frozenset()):
+        self.app, self.metrics, self.in_flight, self.api_paths = app, metrics, in_flight, api_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +68,7 @@ class Accounting:
         # Starlette's outermost 500 handler runs after this middleware returns and still logs it.
         REQUEST_ID.set(rid)
         start, status = time.perf_counter(), 500
-        api = scope["path"].startswith("/v1/")
+        api = scope["path"].startswith("/v1/") or scope["path"] in self.api_paths
 
         async def send_with_id(message: Message) -> None:
             nonlocal status

@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.frontdoor import FrontDoor
+from service.http import libretranslate
 from service.http.accounting import Accounting, InFlight
-from service.http.errors import install_error_handlers
+from service.http.errors import ErrorStyles, install_error_handlers
 from service.http.guard import Guard
 from service.http.native import native_routes
 from service.http.page import install_page
@@ -44,8 +45,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.front, app.state.in_flight = front, InFlight()
-    app.add_middleware(Guard, keys=settings.api_key_list, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(Accounting, metrics=metrics, in_flight=app.state.in_flight)
+    app.state.error_styles = ErrorStyles([libretranslate.ERROR_STYLE])
+    app.add_middleware(
+        Guard,
+        keys=settings.api_key_list,
+        max_body_bytes=settings.max_body_bytes,
+        styles=app.state.error_styles,
+        open_paths=libretranslate.OPEN_PATHS,
+        key_field_paths=libretranslate.PATHS,  # its clients send `api_key` as a field
+    )
+    app.add_middleware(Accounting, metrics=metrics, in_flight=app.state.in_flight, api_paths=libretranslate.PATHS)
     if settings.cors_origins:  # off unless configured: browsers may not call heed from other origins
         app.add_middleware(
             CORSMiddleware,
@@ -58,4 +67,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_page(app)
     app.include_router(probe_routes(front, metrics))
     app.include_router(native_routes(front))
+    app.include_router(libretranslate.libretranslate_routes(front))
     return app

@@ -1,9 +1,13 @@
 """The one error builder: every error heed answers, from a route, the guard, a validation
-failure or an SSE stream, has the shape `{"error": {"type", "message", "request_id"}}`."""
+failure or an SSE stream, is built here. heed's own shape is `{"error": {"type", "message",
+"request_id"}}`; a protocol whose clients expect another (LibreTranslate's `{"error": message}`)
+registers an `ErrorStyle` for its paths, with its own status codes."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +28,27 @@ def error_body(type_: str, message: str, request_id: str | None) -> dict:
     return {"error": {"type": type_, "message": message, "request_id": request_id}}
 
 
+@dataclass(frozen=True)
+class ErrorStyle:
+    """How the clients of one protocol expect errors: the status for heed's, and the body."""
+
+    paths: frozenset[str] = frozenset()
+    status: Callable[[int], int] = lambda status: status
+    body: Callable[[str, str, str | None], dict] = error_body
+
+
+class ErrorStyles:
+    """Each path's style; heed's own for every path no protocol claims."""
+
+    def __init__(self, styles: list[ErrorStyle] = ()):
+        self._by_path = {path: style for style in styles for path in style.paths}
+        self._native = ErrorStyle()
+
+    def build(self, path: str, status: int, type_: str, message: str, request_id: str | None) -> tuple[int, dict]:
+        style = self._by_path.get(path, self._native)
+        return style.status(status), style.body(type_, message, request_id)
+
+
 def error_headers(request_id: str | None, retry_after: int | None = None) -> dict[str, str]:
     """The request id goes in the headers too: Starlette's 500 handler answers from outside the
     middleware that sets it on every other response."""
@@ -37,7 +62,8 @@ def error_response(
     request: Request, status: int, type_: str, message: str, retry_after: int | None = None
 ) -> JSONResponse:
     rid = getattr(request.state, "request_id", None)
-    return JSONResponse(error_body(type_, message, rid), status_code=status, headers=error_headers(rid, retry_after))
+    status, body = request.app.state.error_styles.build(request.url.path, status, type_, message, rid)
+    return JSONResponse(body, status_code=status, headers=error_headers(rid, retry_after))
 
 
 def describe_validation_error(errors: list[dict]) -> tuple[str, str]:

@@ -1,10 +1,12 @@
 """The guard in front of the routes: optional API keys and the request body limit.
 
 - When API keys are configured (`HEED_API_KEYS`), requests without a matching
-  `Authorization: Bearer <key>` get 401; the comparison is constant-time against every key, so
-  timing tells nothing about which key or how much of it matched. Probes and metrics
-  (`OPEN_PATHS`) stay open: orchestrators and Prometheus carry no keys; so do the translation
-  page's static files, which hold no data (the page asks for a key and sends it with its calls).
+  `Authorization: Bearer <key>` get 401 (on the paths of a protocol whose clients send the key as
+  an `api_key` field, in the body or the query string, that field counts too). The comparison is
+  constant-time against every key, so timing tells nothing about which key or how much matched.
+  Probes and metrics (`OPEN_PATHS`) stay open: orchestrators and Prometheus carry no keys; so do
+  the translation page's static files, which hold no data (the page asks for a key and sends it),
+  and the paths a protocol keeps open (LibreTranslate's `/languages`).
 - Bodies over `HEED_MAX_BODY_BYTES` get 413 before any of it is parsed (by the declared
   Content-Length, else while reading), so that a huge body costs neither memory nor JSON parsing.
 """
@@ -14,10 +16,11 @@ from __future__ import annotations
 import hmac
 import json
 from collections import deque
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.http.errors import error_body
+from service.http.errors import ErrorStyles
 from service.http.page import PAGE
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", *PAGE})
@@ -39,25 +42,60 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return next((value for key, value in scope["headers"] if key == name), None)
 
 
+def api_key_field(scope: Scope, body: list[Message]) -> bytes | None:
+    """The `api_key` of the query string, or of a JSON or form-encoded body."""
+    fields = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    raw = b"".join(m.get("body", b"") for m in body)
+    content_type = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    try:
+        if content_type == b"application/json":
+            data = json.loads(raw)
+            if isinstance(data, dict) and isinstance(data.get("api_key"), str):
+                return data["api_key"].encode()
+        elif content_type == b"application/x-www-form-urlencoded":
+            fields = parse_qs(raw.decode()) | fields
+    except ValueError:  # not JSON or not UTF-8: no key in it; the route answers the bad body
+        pass
+    keys = fields.get("api_key")
+    return keys[0].encode() if keys else None
+
+
 class Guard:
     """See the module docstring. `keys` empty = no authentication."""
 
-    def __init__(self, app: ASGIApp, keys: list[str], max_body_bytes: int):
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: list[str],
+        max_body_bytes: int,
+        styles: ErrorStyles,
+        open_paths: frozenset[str] = frozenset(),
+        key_field_paths: frozenset[str] = frozenset(),
+    ):
         self.app = app
         self.keys = [k.encode() for k in keys]
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes, self.styles = max_body_bytes, styles
+        self.open_paths, self.key_field_paths = OPEN_PATHS | open_paths, key_field_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = scope["state"]["request_id"]
-        if self.keys and scope["path"] not in OPEN_PATHS and not authorized(header(scope, b"authorization"), self.keys):
-            await reject(send, 401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)", rid)
+        path, rid = scope["path"], scope["state"]["request_id"]
+        unauthorized = "a valid API key is required (Authorization: Bearer <key>)"
+        bearer = authorized(header(scope, b"authorization"), self.keys)
+        needs_key = bool(self.keys) and path not in self.open_paths and not bearer
+        if needs_key and path not in self.key_field_paths:  # refused before its body is read
+            await self.reject(send, path, 401, "unauthorized", unauthorized, rid)
             return
         body = await self.read_body(scope, receive)
         if body is None:
-            await reject(send, 413, "body_too_large", f"the request body is over {self.max_body_bytes} bytes", rid)
+            message = f"the request body is over {self.max_body_bytes} bytes"
+            await self.reject(send, path, 413, "body_too_large", message, rid)
+            return
+        key = api_key_field(scope, body) if needs_key else None
+        if needs_key and (key is None or not authorized(b"Bearer " + key, self.keys)):
+            await self.reject(send, path, 401, "unauthorized", unauthorized, rid)
             return
         pending = deque(body)
 
@@ -65,6 +103,16 @@ class Guard:
             return pending.popleft() if pending else await receive()
 
         await self.app(scope, replay, send)
+
+    async def reject(self, send: Send, path: str, status: int, type_: str, message: str, rid: str) -> None:
+        """An error answer from outside the app, in the path's error style."""
+        status, payload = self.styles.build(path, status, type_, message, rid)
+        body = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def read_body(self, scope: Scope, receive: Receive) -> list[Message] | None:
         """The request's body messages, or None when it is over the limit (declared or read)."""
@@ -82,13 +130,3 @@ class Guard:
                 return None
             if not message.get("more_body", False):
                 return messages
-
-
-async def reject(send: Send, status: int, type_: str, message: str, rid: str) -> None:
-    """An error answer from outside the app, in the one error shape."""
-    body = json.dumps(error_body(type_, message, rid)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
