@@ -52,7 +52,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     config = EngineConfig(ort_spinning=True, **{k: v for k, v in flags.items() if v is not None})
     engine = Engine(Path(args.model), config)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    results = engine.generate(texts, decoding_options(args), target_lang=args.target_lang, truncate=args.truncate)
+    results = engine.generate(
+        texts,
+        decoding_options(args),
+        target_lang=args.target_lang,
+        truncate=args.truncate,
+        split_sentences=args.split_sentences,
+    )
     for result in results:
         if args.json:
             print(
@@ -91,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--text", action="append", help="input text (repeatable); default: one per line on stdin")
     gen.add_argument("--target-lang", help="target language for translation models")
     gen.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's limit")
+    gen.add_argument(
+        "--split-sentences",
+        action="store_true",
+        help="translate each text sentence by sentence, rejoined as written (the HTTP translation APIs' default)",
+    )
     gen.add_argument("--json", action="store_true", help="print one JSON object per input, with token ids")
     engine_fields = EngineConfig.model_fields
     gen.add_argument("--kv-rows", type=int, help=f"rows decoded together (default {engine_fields['kv_rows'].default})")

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.detokenizer import Detokenizer
+from service.documents import rejoin
 from service.faults import inject_decoder_fault
 from service.kv_cache import KVCache, Slot
 from service.manifest import Manifest, load_manifest
 from service.options import DecodingConfig, GenerationOptions
+from service.results import Alignment, Generation
 from service.runner import DecoderStep, ModelRunner
 from service.scheduler import Request, Scheduler
 from service.search import INEXACT, Scores, Search, make_search
@@ -35,23 +37,6 @@ if TYPE_CHECKING:
     from service.scheduler import SchedulerOutput
 
 TokenCallback = Callable[[int, str], None]  # (token id, the text it completes)
-
-
-@dataclass
-class Alignment:
-    source_tokens: list[str]  # the input's tokens as the model read them (language tag, EOS)
-    target_tokens: list[str]  # the output tokens (as in token_ids)
-    weights: list[list[float]]  # [output token][input token] cross-attention of one layer, mean over heads
-
-
-@dataclass
-class Generation:
-    text: str
-    token_ids: list[int]
-    input_tokens: int
-    output_tokens: int
-    finish_reason: str  # eos | length | stop | cancelled
-    alignment: Alignment | None = None
 
 
 class Sequence:
@@ -128,19 +113,29 @@ class Engine:
     def name(self) -> str:
         return self.manifest.name
 
-    def prepare(
+    def validate(
         self,
         texts: list[str],
         options: GenerationOptions | dict | None = None,
         target_lang: str | None = None,
         truncate: bool = False,
         return_alignment: bool = False,
-    ) -> list[Sequence]:
+        split_sentences: bool = False,
+    ) -> ValidRequest:
         """Validate and tokenize an offline request (no server caps); raises a `RequestError`."""
         request = RawRequest(
-            texts, GenerationOptions.parse(options), target_lang, truncate=truncate, return_alignment=return_alignment
+            texts,
+            GenerationOptions.parse(options),
+            target_lang,
+            truncate=truncate,
+            return_alignment=return_alignment,
+            split_sentences=split_sentences,
         )
-        return build_sequences(validate(request, self.manifest, self.codec, self.limits), self.manifest, self.codec)
+        return validate(request, self.manifest, self.codec, self.limits)
+
+    def prepare(self, texts: list[str], *args, **kwargs) -> list[Sequence]:
+        """The sequences of an offline request (arguments as `validate`)."""
+        return build_sequences(self.validate(texts, *args, **kwargs), self.manifest, self.codec)
 
     def inject_decoder_fault(self, run: int) -> None:
         """Testing only (`HEED_FAULT_DECODER_RUN`): the `run`-th decoder run from now fails in ONNX Runtime."""
@@ -267,7 +262,8 @@ class Engine:
         text = self.codec.decode(tokens)
         if reason == "stop":
             text = text[: min((text.find(stop) for stop in s.cfg.stop if stop in text), default=len(text))]
-        s.result = Generation(text, tokens, len(s.input_ids), len(tokens), reason, alignment)
+        others = [self.codec.decode(t) for t in s.search.alternatives(s.cfg.num_return_sequences - 1)]
+        s.result = Generation(text, tokens, len(s.input_ids), len(tokens), reason, alignment, others)
 
     def _alignment(self, s: Sequence, tokens: list[int]) -> Alignment:
         """Cross-attention of each output token over the input tokens (one layer, mean over heads).
@@ -297,18 +293,21 @@ class Engine:
         target_lang: str | None = None,
         truncate: bool = False,
         return_alignment: bool = False,
+        split_sentences: bool = False,
     ) -> list[Generation]:
         """Decode texts together (as many at once as the cache holds), admitted by the scheduler
         the server uses."""
         if self.running:
             raise RuntimeError("Engine.generate needs an idle engine")
-        sequences = self.prepare(texts, options, target_lang, truncate, return_alignment)
+        valid = self.validate(texts, options, target_lang, truncate, return_alignment, split_sentences)
+        sequences = build_sequences(valid, self.manifest, self.codec)
         scheduler = Scheduler(self.cache.max_rows, name=self.name)
         scheduler.add(Request("offline", sequences))
         while not scheduler.idle:
             plan = scheduler.schedule()
             scheduler.update(plan, self.execute(plan).finished)
-        return [s.result for s in sequences]
+        results = [s.result for s in sequences]
+        return rejoin(valid.documents, results) if valid.documents else results
 
 
 def _has_stop(text: str, new: int, stops: tuple[str, ...]) -> bool:

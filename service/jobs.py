@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.documents import Document, rejoin
 from service.errors import RequestError
 
 if TYPE_CHECKING:
-    from service.engine import Generation
+    from service.results import Generation
 
 log = logging.getLogger("heed.jobs")
 
@@ -69,8 +70,9 @@ class Job:
         outbox: Outbox,
         cancel: Callable[[], None],
         stream: bool,
+        documents: list[Document] | None = None,
     ):
-        self.model, self.request_id = model, request_id
+        self.model, self.request_id, self._documents = model, request_id, documents
         self._loop, self._outbox, self._cancel = loop, outbox, cancel
         self._future: asyncio.Future[list[Generation] | RequestError] = loop.create_future()
         self._tokens: asyncio.Queue[TokenEvent | None] | None = asyncio.Queue() if stream else None
@@ -85,6 +87,8 @@ class Job:
         self._outbox.post(self._loop, self._settle, outcome)
 
     def _settle(self, outcome: list[Generation] | RequestError) -> None:
+        if self._documents is not None and not isinstance(outcome, RequestError):
+            outcome = rejoin(self._documents, outcome)  # one answer per text, from its sentences'
         if not self._future.done():
             self._future.set_result(outcome)
         if self._tokens is not None:

@@ -33,6 +33,9 @@ class GenerationOptions(BaseModel):
     no_repeat_ngram_size: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, gt=0, le=10, allow_inf_nan=False)
     stop: list[str] | None = Field(None, max_length=8)
+    num_return_sequences: int | None = Field(
+        None, ge=1, description="beam search: also return the next best outputs (at most beam_size in all)"
+    )
 
     @classmethod
     def parse(cls, values: dict[str, Any] | None) -> GenerationOptions:
@@ -62,3 +65,4 @@ class DecodingConfig:
     forced_bos_id: int | None = None
     forced_eos_id: int | None = None
     stop: tuple[str, ...] = field(default=())
+    num_return_sequences: int = 1

@@ -165,6 +165,10 @@ class Search(ABC):
     def _best(self) -> list[int]:
         return self.sequences[0]
 
+    def alternatives(self, n: int) -> list[list[int]]:
+        """Up to `n` outputs next best after `output()` (only beam search keeps any)."""
+        return []
+
     def stop(self, reason: str) -> None:
         self.done, self.finish_reason = True, reason
 
@@ -294,6 +298,10 @@ class BeamSearch(Search):
 
     def _best(self) -> list[int]:
         return self.finished[0]
+
+    def alternatives(self, n: int) -> list[list[int]]:
+        found = [seq[1:] for seq, done in zip(self.finished[1:], self.is_finished[1:]) if done][:n]
+        return [seq[:-1] if seq and seq[-1] == self.eos_id else seq for seq in found]
 
 
 def make_search(cfg: DecodingConfig, start_id: int, eos_id: int, rng: np.random.Generator) -> Search:

@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from service.documents import Document, split
 from service.errors import InputTooLong, InvalidInput, InvalidOptions
+from service.languages import match
 from service.manifest import GenerationDefaults, Manifest
 from service.options import DecodingConfig, GenerationOptions
 from service.settings import EngineConfig
@@ -32,6 +34,7 @@ class RawRequest:
     timeout: float | None = None
     stream: bool = False
     return_alignment: bool = False
+    split_sentences: bool = False  # translated sentence by sentence, rejoined as written (service/documents.py)
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,12 @@ class ModelLimits:
 
 @dataclass(frozen=True)
 class ValidRequest:
-    inputs: list[list[int]]  # token ids per text: language tag included, cut to the model's limit
+    inputs: list[list[int]]  # token ids per text, or per sentence: language tag included, cut to the limit
     config: DecodingConfig
     timeout: float  # seconds from admission to answer; inf offline
     stream: bool = False
     return_alignment: bool = False
+    documents: list[Document] | None = None  # the texts' sentences, when split: `inputs` are theirs, in order
 
 
 def validate(
@@ -88,22 +92,27 @@ def validate(
     if request.stream and len(texts) != 1:
         raise InvalidInput('"stream": true takes exactly one input text')
     sources = manifest.source_languages
-    if request.source_lang is not None and sources and request.source_lang not in sources:
+    if request.source_lang is not None and sources and match(request.source_lang, sources) is None:
         raise InvalidOptions(f"source_lang {request.source_lang!r} is not one of this model's: {', '.join(sources)}")
     cfg = resolve(request.options, manifest.generation, limits)
     prefix, cfg = _target_language(manifest, request.target_lang, cfg)
-    inputs = codec.encode(texts, prefix)
-    for i, ids in enumerate(inputs):
+    if request.split_sentences and (request.return_alignment or request.stream):
+        raise InvalidOptions("split_sentences cannot be combined with return_alignment or stream (one sequence each)")
+    documents = [split(text, request.source_lang) for text in texts] if request.split_sentences else None
+    owners = [i for i, d in enumerate(documents) for _ in d.sentences] if documents else list(range(len(texts)))
+    inputs = codec.encode([s for d in documents for s in d.sentences] if documents else texts, prefix)
+    for j, ids in enumerate(inputs):
         if len(ids) > limits.max_input_tokens:
             if not request.truncate:
+                what = f"a sentence of input text {owners[j]}" if documents else f"input text {owners[j]}"
                 raise InputTooLong(
-                    f"input text {i} has {len(ids)} tokens; this model takes at most {limits.max_input_tokens} "
+                    f"{what} has {len(ids)} tokens; this model takes at most {limits.max_input_tokens} "
                     '(send "truncate": true to cut it)'
                 )
-            inputs[i] = ids[: limits.max_input_tokens - 1] + ids[-1:]
+            inputs[j] = ids[: limits.max_input_tokens - 1] + ids[-1:]
     timeouts = [t for t in (request.timeout, caps.timeout) if t is not None]
     timeout = min(timeouts) if timeouts else math.inf
-    return ValidRequest(inputs, cfg, timeout, request.stream, request.return_alignment)
+    return ValidRequest(inputs, cfg, timeout, request.stream, request.return_alignment, documents)
 
 
 def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: ModelLimits) -> DecodingConfig:
@@ -130,6 +139,9 @@ def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: Mo
         raise InvalidOptions("option 'beam_size': beam search cannot be combined with sampling")
     if sample:
         beam = 1
+    returned = options.num_return_sequences or 1
+    if returned > beam:
+        raise InvalidOptions(f"option 'num_return_sequences': {returned} is more than beam_size ({beam})")
     temperature = options.temperature if options.temperature is not None else 1.0
     if sample and temperature == 0:
         raise InvalidOptions("option 'temperature': must be > 0 when sampling")
@@ -150,6 +162,7 @@ def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: Mo
         forced_bos_id=defaults.forced_bos_id,
         forced_eos_id=defaults.forced_eos_id,
         stop=tuple(options.stop or ()),
+        num_return_sequences=returned,
     )
 
 

@@ -55,7 +55,9 @@ class ModelWorker:
         """Validate, tokenize and queue a request (the caller checked `ready`); raises `RequestError`s."""
         valid = validate(request, self.manifest, self.codec, self.limits, self.caps)
         loop = asyncio.get_running_loop()
-        job = Job(self.name, request_id, loop, self.outbox, lambda: self.cancel(scheduled), valid.stream)
+        job = Job(
+            self.name, request_id, loop, self.outbox, lambda: self.cancel(scheduled), valid.stream, valid.documents
+        )
         sequences = build_sequences(valid, self.manifest, self.codec, job.on_token if valid.stream else None)
         scheduled = Request(request_id, sequences, valid.timeout)  # bound before the job can be cancelled
         with self._cond:

@@ -151,6 +151,26 @@ def test_generation_is_token_identical_to_transformers(exported, beams):
     assert len(lengths) > 1, "outputs should vary in length (some end with EOS) to test finishing"
 
 
+def test_alternatives_are_transformers_num_return_sequences(exported):
+    """The n best of beam search, in order: heed's output then its alternatives, as transformers
+    returns them with `num_return_sequences`."""
+    arch, hf_dir, model_dir = exported
+    _, _, target, prefix = ARCHITECTURES[arch]
+    texts, beams, returned = hf_builders.inputs(6), 4, 3
+    engine = Engine(model_dir, EngineConfig(kv_rows=24, intra_op_threads=1))
+    options = {"beam_size": beams, "num_return_sequences": returned, "max_new_tokens": MAX_NEW_TOKENS}
+    ours = [[g.text, *g.alternatives] for g in engine.generate(texts, options, target_lang=target)]
+    tok = hf_tokenizer(hf_dir)
+    batch = tok([prefix + t for t in texts], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = hf_model(hf_dir).generate(
+            **batch, num_beams=beams, num_return_sequences=returned, max_new_tokens=MAX_NEW_TOKENS, do_sample=False
+        )
+    decoded = [engine.codec.decode(row[1:]) for row in out.tolist()]  # decode skips EOS and padding
+    theirs = [decoded[i : i + returned] for i in range(0, len(decoded), returned)]
+    assert ours == theirs
+
+
 def test_tokenizer_round_trip(exported):
     arch, hf_dir, model_dir = exported
     prefix = ARCHITECTURES[arch][3]

@@ -6,9 +6,9 @@ import asyncio
 
 from fastapi import Request
 
-from service.engine import Generation
 from service.errors import Cancelled
 from service.jobs import Job
+from service.results import Generation
 
 
 async def answer(request: Request, job: Job) -> list[Generation]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from service.engine import Generation
 from service.frontdoor import FrontDoor, ModelCard
 from service.http.answer import answer
 from service.http.errors import ERROR_RESPONSES
@@ -32,6 +31,7 @@ from service.http.schemas import (
 from service.http.sse import SSE_HEADERS, native_events
 from service.jobs import Job
 from service.options import GenerationOptions
+from service.results import Generation
 from service.validation import RawRequest
 
 
@@ -62,6 +62,7 @@ def output_fields(r: Generation) -> dict:
         "input_tokens": r.input_tokens,
         "output_tokens": r.output_tokens,
         "finish_reason": r.finish_reason,
+        "alternatives": r.alternatives or None,
     }
 
 
@@ -129,11 +130,14 @@ def native_routes(front: FrontDoor) -> APIRouter:
         "/v1/translate", response_model=TranslateResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES
     )
     async def translate(body: TranslateRequest, request: Request) -> TranslateResponse:
-        job = submit(front, request, body, "translate", return_alignment=body.return_alignment)
+        split = body.split_sentences if body.split_sentences is not None else not body.return_alignment
+        job = submit(front, request, body, "translate", return_alignment=body.return_alignment, split_sentences=split)
         results = await answer(request, job)
         return TranslateResponse(model=job.model, translations=[translation(r) for r in results], usage=usage(results))
 
-    @router.post("/v1/summarize", response_model=SummarizeResponse, responses=ERROR_RESPONSES)
+    @router.post(
+        "/v1/summarize", response_model=SummarizeResponse, response_model_exclude_none=True, responses=ERROR_RESPONSES
+    )
     async def summarize(body: TextRequest, request: Request) -> SummarizeResponse:
         job = submit(front, request, body, "summarize")
         results = await answer(request, job)
@@ -143,6 +147,7 @@ def native_routes(front: FrontDoor) -> APIRouter:
     @router.post(
         "/v1/generate",
         response_model=GenerateResponse,
+        response_model_exclude_none=True,
         responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
     )
     async def generate(body: GenerateRequest, request: Request):

@@ -34,6 +34,11 @@ class TranslateRequest(TextRequest):
     return_alignment: bool = Field(
         False, description="also return each output token's cross-attention over the input tokens"
     )
+    split_sentences: bool | None = Field(
+        None,
+        description="translate each text sentence by sentence and rejoin it as written (line breaks, "
+        "paragraphs, spacing kept); default: on, except with return_alignment",
+    )
 
 
 class GenerateRequest(DecodeRequest):
@@ -49,6 +54,9 @@ class Output(BaseModel):
     input_tokens: int
     output_tokens: int
     finish_reason: str = Field(description="eos | length | stop")
+    alternatives: list[str] | None = Field(
+        None, description="with num_return_sequences > 1: the next best outputs of beam search, best first"
+    )
 
 
 class GenerationOutput(Output):
