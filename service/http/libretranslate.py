@@ -20,6 +20,7 @@ from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
 from service.languages import Detection, name
+from service.options import GenerationOptions
 from service.validation import RawRequest
 
 PATHS = frozenset({"/translate", "/languages", "/detect"})
@@ -59,6 +60,16 @@ def required(fields: dict[str, Any], field: str) -> Any:
     return value
 
 
+def count(value: Any, field: str) -> int:
+    try:
+        number = int(value or 0)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise InvalidInput(f"Invalid request: {field} must be a number >= 0")
+    return number
+
+
 def detection(d: Detection) -> dict:
     return {"confidence": round(100 * d.confidence, 1), "language": d.language}
 
@@ -76,14 +87,22 @@ def libretranslate_routes(front: FrontDoor) -> APIRouter:
         text_format = fields.get("format") or "text"
         if text_format != "text":
             raise InvalidInput(f"{text_format} format is not supported by this server yet (only text)")
-        if str(fields.get("alternatives") or 0) not in ("0", ""):
-            raise InvalidInput("alternatives are not supported by this server yet")
+        alternatives = count(fields.get("alternatives"), "alternatives")
         detected = [front.detect(text)[0] for text in texts] if source == "auto" else None
-        model, target_code = front.translation_model(detected[0].language if detected else source, target)
+        source_code = detected[0].language if detected else source
+        model, target_code = front.translation_model(source_code, target)
         request.state.model = model
-        job = front.submit(model, RawRequest(texts, target_lang=target_code), request.state.request_id)
-        translated = [g.text for g in await answer(request, job)]
+        # the n best of a beam search one wider than the alternatives asked for
+        n_best = GenerationOptions(beam_size=alternatives + 1, num_return_sequences=alternatives + 1)
+        options = n_best if alternatives else GenerationOptions()
+        raw = RawRequest(texts, options, target_code, source_code, split_sentences=True)
+        job = front.submit(model, raw, request.state.request_id)
+        generations = await answer(request, job)
+        translated = [g.text for g in generations]
         body: dict[str, Any] = {"translatedText": translated if isinstance(q, list) else translated[0]}
+        if alternatives:
+            others = [g.alternatives for g in generations]
+            body["alternatives"] = others if isinstance(q, list) else others[0]
         if detected:
             found = [detection(d) for d in detected]
             body["detectedLanguage"] = found if isinstance(q, list) else found[0]
