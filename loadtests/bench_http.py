@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtests import bench_translate
 from loadtests.bench_engine import NEW_TOKENS, Run, ctranslate2_engine, heed_engine, prepare_heed
 from loadtests.reference import build_checkpoint, source_texts
 from loadtests.server import HeedServer
@@ -106,6 +107,21 @@ def side_by_side(
     }
 
 
+def translate_modes(args: argparse.Namespace, modes: list[str]) -> int:
+    repo = bench_translate.prepare_numbers(args.work)
+    env = {"HEED_INTRA_OP_THREADS": str(args.threads), "HEED_KV_ROWS": "64", "HEED_QUEUE_SIZE": "256"}
+    server = HeedServer(repo, args.work / "http-translate-server.log", **env)
+    try:
+        server.wait_ready(300)
+        clients = list(map(int, args.clients.split(",")))
+        rows = bench_translate.run(server.url, modes, clients, args.texts_per_request, args.seconds)
+    finally:
+        server.stop()
+    (args.work / "http-translate.json").write_text(json.dumps({"model": "heed-numbers", "results": rows}, indent=2))
+    print(f"wrote {args.work / 'http-translate.json'}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="heed bench http", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("artifacts/bench"))
@@ -115,9 +131,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)))
     parser.add_argument("--turns", type=int, default=3, help="turns of the side-by-side HTTP vs offline runs")
     parser.add_argument(
-        "--modes", default="json,stream", help="json: one answer per request; stream: Server-Sent Events (gives TTFT)"
+        "--modes",
+        default="json,stream",
+        help="json: one answer per request; stream: Server-Sent Events (gives TTFT); libretranslate,translate: "
+        "many short texts per request to heed-numbers (loadtests/bench_translate.py)",
     )
+    parser.add_argument("--texts-per-request", type=int, default=16, help="libretranslate and translate modes")
     args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    if set(modes) <= set(bench_translate.MODES):
+        return translate_modes(args, modes)
 
     checkpoint = build_checkpoint(args.work / "reference-hf")
     directory = prepare_heed(checkpoint, args.work)[args.model]
