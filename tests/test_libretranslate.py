@@ -11,7 +11,9 @@ from deep_translator import LibreTranslator
 from deep_translator.exceptions import AuthorizationException
 from libretranslatepy import LibreTranslateAPI
 
+from service.markup import parse
 from tests.http_server import running
+from tests.test_markup import blank, html_tree
 
 KEY = "lt-secret"
 TEXTS = ["one hundred and twenty-three", "four thousand five hundred", "seventy-seven"]
@@ -69,6 +71,40 @@ def test_json_list_with_auto_source_is_answered_in_order_with_detected_languages
     )
 
 
+MASTODON = [  # statuses as Mastodon sends them: HTML, a mention marked translate="no"
+    "<p>one hundred and <b>twenty</b>-three</p>",
+    '<p><span class="h-card" translate="no"><a href="https://social.example/@bob" class="u-url mention">'
+    "@<span>bob</span></a></span> four thousand five hundred</p><p>seventy-seven<br>three &amp; <i>two</i></p>",
+]
+
+
+def test_mastodon_html_is_translated_with_its_markup_kept(server):
+    body = {"q": MASTODON, "source": "auto", "target": "de", "format": "html", "api_key": KEY}
+    r = server.client.post("/translate", json=body)
+    assert r.status_code == 200, r.text
+    answered = r.json()
+    assert [d["language"] for d in answered["detectedLanguage"]] == ["en", "en"]
+    trees = [html_tree(html) for html in answered["translatedText"]]
+    assert [blank(tree) for tree in trees] == [blank(html_tree(html)) for html in MASTODON]  # the same markup
+    # each text run is translated as /v1/translate translates it alone, in its place and its whitespace
+    runs = [parse(html, "html").texts for html in MASTODON]
+    assert runs == [
+        ["one hundred and", "twenty", "-three"],
+        ["four thousand five hundred", "seventy-seven", "three &", "two"],
+    ]
+    one, twenty, three = native(server, runs[0], "de")
+    assert one != "one hundred and" and native(server, ["one hundred and"], "de") == [one]
+    assert trees[0] == [("p", (), [("#text", f"{one} "), ("b", (), [("#text", twenty)]), ("#text", three)])]
+    four, seventy, three_and, two = native(server, runs[1], "de")
+    mention = html_tree(MASTODON[1])[0][2][0]  # translate="no": left as it was
+    assert trees[1] == [
+        ("p", (), [mention, ("#text", f" {four}")]),
+        ("p", (), [("#text", seventy), ("br", (), []), ("#text", f"{three_and} "), ("i", (), [("#text", two)])]),
+    ]
+    single = server.client.post("/translate", json=body | {"q": MASTODON[0], "source": "en", "alternatives": 2})
+    assert single.json() == {"translatedText": answered["translatedText"][0], "alternatives": []}
+
+
 def test_form_and_query_fields_and_the_bearer_header(server):
     form = server.client.post("/translate", data={"q": TEXTS[0], "source": "en", "target": "de", "api_key": KEY})
     query = server.client.post("/translate", params={"q": TEXTS[0], "source": "en", "target": "de", "api_key": KEY})
@@ -92,7 +128,8 @@ def test_form_and_query_fields_and_the_bearer_header(server):
         ({"q": "one", "target": "de"}, "missing source parameter"),
         ({"q": "one", "source": "en", "target": "xx"}, "en -> de, es, fr"),
         ({"q": "one", "source": "ja", "target": "de"}, "no model translates ja"),
-        ({"q": "one", "source": "en", "target": "de", "format": "html"}, "html format is not supported"),
+        ({"q": "one", "source": "en", "target": "de", "format": "markdown"}, "markdown format is not supported"),
+        ({"q": "<b>one</b>" * 65, "source": "en", "target": "de", "format": "html"}, "the HTML has 65 text runs"),
         ({"q": [1, 2], "source": "en", "target": "de"}, "q must be a string or a list"),
         ({"q": "  ", "source": "en", "target": "de"}, "empty"),
         ({"q": "one " * 200, "source": "en", "target": "de"}, "at most"),

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.frontdoor import FrontDoor
-from service.http import libretranslate
+from service.http import deepl, libretranslate
 from service.http.accounting import Accounting, InFlight
 from service.http.errors import ErrorStyles, install_error_handlers
 from service.http.guard import Guard
@@ -45,16 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.front, app.state.in_flight = front, InFlight()
-    app.state.error_styles = ErrorStyles([libretranslate.ERROR_STYLE])
+    app.state.error_styles = ErrorStyles([libretranslate.ERROR_STYLE, deepl.ERROR_STYLE])
     app.add_middleware(
         Guard,
         keys=settings.api_key_list,
         max_body_bytes=settings.max_body_bytes,
         styles=app.state.error_styles,
         open_paths=libretranslate.OPEN_PATHS,
-        key_field_paths=libretranslate.PATHS,  # its clients send `api_key` as a field
+        key_field_paths=libretranslate.PATHS,  # its clients send `api_key` as a field (DeepL's: the header only)
     )
-    app.add_middleware(Accounting, metrics=metrics, in_flight=app.state.in_flight, api_paths=libretranslate.PATHS)
+    api_paths = libretranslate.PATHS | deepl.PATHS  # counted in the metrics, like /v1/
+    app.add_middleware(Accounting, metrics=metrics, in_flight=app.state.in_flight, api_paths=api_paths)
     if settings.cors_origins:  # off unless configured: browsers may not call heed from other origins
         app.add_middleware(
             CORSMiddleware,
@@ -68,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probe_routes(front, metrics))
     app.include_router(native_routes(front))
     app.include_router(libretranslate.libretranslate_routes(front))
+    app.include_router(deepl.deepl_routes(front))
     return app

@@ -1,9 +1,10 @@
 """The guard in front of the routes: optional API keys and the request body limit.
 
 - When API keys are configured (`HEED_API_KEYS`), requests without a matching
-  `Authorization: Bearer <key>` get 401 (on the paths of a protocol whose clients send the key as
-  an `api_key` field, in the body or the query string, that field counts too). The comparison is
-  constant-time against every key, so timing tells nothing about which key or how much matched.
+  `Authorization: Bearer <key>` (or `DeepL-Auth-Key <key>`, the scheme DeepL's clients send) get
+  401 (on the paths of a protocol whose clients send the key as an `api_key` field, in the body or
+  the query string, that field counts too). The comparison is constant-time against every key,
+  so timing tells nothing about which key or how much matched.
   Probes and metrics (`OPEN_PATHS`) stay open: orchestrators and Prometheus carry no keys; so do
   the translation page's static files, which hold no data (the page asks for a key and sends it),
   and the paths a protocol keeps open (LibreTranslate's `/languages`).
@@ -24,10 +25,12 @@ from service.http.errors import ErrorStyles
 from service.http.page import PAGE
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", *PAGE})
+SCHEMES = frozenset({b"bearer", b"deepl-auth-key"})  # DeepL's clients send `DeepL-Auth-Key <key>`
 
 
 def authorized(authorization: bytes | None, keys: list[bytes]) -> bool:
-    """Whether an Authorization header carries one of the keys (constant time per key, every key tried)."""
+    """Whether an Authorization header carries one of the keys in one of the `SCHEMES`, compared
+    in constant time per key and against every key whatever the scheme: timing tells nothing."""
     if authorization is None:
         return False
     scheme, _, token = authorization.partition(b" ")
@@ -35,7 +38,7 @@ def authorized(authorization: bytes | None, keys: list[bytes]) -> bool:
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(token, key)
-    return scheme.lower() == b"bearer" and matched
+    return scheme.lower() in SCHEMES and matched
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -82,7 +85,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path, rid = scope["path"], scope["state"]["request_id"]
-        unauthorized = "a valid API key is required (Authorization: Bearer <key>)"
+        unauthorized = "a valid API key is required (Authorization: Bearer <key>, or DeepL-Auth-Key <key>)"
         bearer = authorized(header(scope, b"authorization"), self.keys)
         needs_key = bool(self.keys) and path not in self.open_paths and not bearer
         if needs_key and path not in self.key_field_paths:  # refused before its body is read

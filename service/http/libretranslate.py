@@ -2,7 +2,8 @@
 
 Fields come as LibreTranslate's clients send them: a JSON body, a form-encoded body, or the query
 string (the body's fields win). The model is the translate model whose languages cover the pair
-(`FrontDoor.translation_model`); `source` `auto` detects the language first. Errors are
+(`FrontDoor.translation_model`); `source` `auto` detects the language first. `format` `html`
+translates the text of HTML documents and keeps their markup (service/markup.py). Errors are
 LibreTranslate's `{"error": message}`, with its status codes: 400 for a bad request, 403 for a
 bad API key (`api_key` in the body or the query, or the bearer header; `/languages` needs none).
 """
@@ -15,16 +16,18 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.errors import InvalidInput
+from service.errors import InputTooLong, InvalidInput
 from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
 from service.languages import Detection, name
+from service.markup import Markup, parse
 from service.options import GenerationOptions
 from service.validation import RawRequest
 
 PATHS = frozenset({"/translate", "/languages", "/detect"})
 OPEN_PATHS = frozenset({"/languages"})  # LibreTranslate asks no key for it
+FORMATS = ("text", "html")  # html: each q is an HTML document or fragment, answered with its markup kept
 
 
 def _status(status: int) -> int:
@@ -77,7 +80,7 @@ def detection(d: Detection) -> dict:
 def libretranslate_routes(front: FrontDoor) -> APIRouter:
     router = APIRouter(tags=["LibreTranslate"])
 
-    @router.post("/translate", summary="LibreTranslate: translate q from source to target")
+    @router.post("/translate", summary="LibreTranslate: translate q (text or HTML) from source to target")
     async def translate(request: Request) -> JSONResponse:
         fields = await read_fields(request)
         q, source, target = required(fields, "q"), required(fields, "source"), required(fields, "target")
@@ -85,28 +88,48 @@ def libretranslate_routes(front: FrontDoor) -> APIRouter:
         if not all(isinstance(text, str) for text in texts):
             raise InvalidInput("Invalid request: q must be a string or a list of strings")
         text_format = fields.get("format") or "text"
-        if text_format != "text":
-            raise InvalidInput(f"{text_format} format is not supported by this server yet (only text)")
+        if text_format not in FORMATS:
+            raise InvalidInput(f"{text_format} format is not supported")
         alternatives = count(fields.get("alternatives"), "alternatives")
-        detected = [front.detect(text)[0] for text in texts] if source == "auto" else None
+        # HTML: each item is a document; its text runs are translated and put back into its markup
+        documents = [parse(text, "html") for text in texts] if text_format == "html" else None
+        prose = [" ".join(d.texts) for d in documents] if documents else texts  # what is detected: no markup
+        detected = [front.detect(text)[0] for text in prose] if source == "auto" else None
         source_code = detected[0].language if detected else source
         model, target_code = front.translation_model(source_code, target)
         request.state.model = model
-        # the n best of a beam search one wider than the alternatives asked for
-        n_best = GenerationOptions(beam_size=alternatives + 1, num_return_sequences=alternatives + 1)
-        options = n_best if alternatives else GenerationOptions()
-        raw = RawRequest(texts, options, target_code, source_code, split_sentences=True)
-        job = front.submit(model, raw, request.state.request_id)
-        generations = await answer(request, job)
-        translated = [g.text for g in generations]
+        if documents:
+            translated = await translate_documents(request, model, documents, target_code, source_code)
+            others: list[list[str]] = [[] for _ in texts]  # as LibreTranslate: no alternatives for HTML
+        else:
+            # the n best of a beam search one wider than the alternatives asked for
+            n_best = GenerationOptions(beam_size=alternatives + 1, num_return_sequences=alternatives + 1)
+            options = n_best if alternatives else GenerationOptions()
+            raw = RawRequest(texts, options, target_code, source_code, split_sentences=True)
+            generations = await answer(request, front.submit(model, raw, request.state.request_id))
+            translated, others = [g.text for g in generations], [g.alternatives for g in generations]
         body: dict[str, Any] = {"translatedText": translated if isinstance(q, list) else translated[0]}
         if alternatives:
-            others = [g.alternatives for g in generations]
             body["alternatives"] = others if isinstance(q, list) else others[0]
         if detected:
             found = [detection(d) for d in detected]
             body["detectedLanguage"] = found if isinstance(q, list) else found[0]
         return JSONResponse(body)
+
+    async def translate_documents(
+        request: Request, model: str, documents: list[Markup], target: str, source: str
+    ) -> list[str]:
+        """The documents with their text runs translated: the runs of all of them in one request,
+        batched together, each run a text of its own (sentence by sentence when it is long)."""
+        runs = [run for document in documents for run in document.texts]
+        if not runs:  # markup and whitespace only: nothing to translate
+            return [document.render([]) for document in documents]
+        cap = front.card(model).caps.max_texts
+        if cap is not None and len(runs) > cap:  # the cap counts texts: say that these are the HTML's runs
+            raise InputTooLong(f"the HTML has {len(runs)} text runs; this server translates at most {cap} at once")
+        raw = RawRequest(runs, GenerationOptions(), target, source, split_sentences=True)
+        generations = iter(await answer(request, front.submit(model, raw, request.state.request_id)))
+        return [document.render([next(generations).text for _ in document.texts]) for document in documents]
 
     @router.api_route("/languages", methods=["GET", "POST"], summary="LibreTranslate: the language pairs")
     async def languages() -> list[dict]:

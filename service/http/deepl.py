@@ -1,0 +1,231 @@
+"""DeepL's API v2 (`/v2/translate`, `/v2/languages`, `/v2/usage`), so that DeepL's clients (the
+official `deepl` libraries, given heed's base URL as `server_url`) work unchanged.
+
+Parameters come as DeepL's clients send them: a JSON body, or a form-encoded body where `text`
+repeats (`text=a&text=b`); the query string counts too (GET `/v2/languages?type=target`), the
+body over it. The key is the header `Authorization: DeepL-Auth-Key <key>` (the guard takes it like
+`Bearer`); the `auth_key` field is not read, as DeepL itself no longer reads it (January 2026:
+keys in query strings and bodies end up in logs). Errors are DeepL's `{"message": ...}` with its
+statuses: 403 for a missing or wrong key, 400 for a bad request, 413 for too much text, 503 when
+overloaded (DeepL's clients retry it with backoff). The model is the translate model whose
+languages cover the pair (`FrontDoor.translation_model`); DeepL's codes (`DE`, `EN-US`, `PT-BR`)
+are matched case-insensitively, a regional variant falling back to its language.
+
+Where heed cannot do what DeepL does, it does what DeepL does for a language without the feature,
+and refuses what it could only ignore by changing what the answer means:
+- accepted and ignored: `formality` `default`, `prefer_more`, `prefer_less` (DeepL falls back to
+  the default where a language has no formality, and no language heed serves has one:
+  `/v2/languages` says `"supports_formality": false`); `preserve_formatting` (heed corrects no
+  formatting anyway); `context` and `model_type` (hints; the translation stays a translation);
+  the tag options without `tag_handling`; every parameter DeepL does not know.
+- refused with 400: `formality` `more` and `less` (DeepL refuses them on such languages); the
+  parameters that name what heed does not keep, `glossary_id`, `glossary_ids`, `style_id`,
+  `translation_memory_id` (DeepL refuses an unknown one; ignoring it would silently drop the
+  caller's terminology), and `custom_instructions` (a model that cannot follow instructions
+  would silently not follow them); `tag_handling` `html`/`xml` until markup is wired in (`markup`).
+- `split_sentences` `0` translates each text whole; `1` (DeepL's default) and `nonewlines` both
+  translate it sentence by sentence (`RawRequest.split_sentences`).
+- `billed_characters` is answered when `show_billed_characters` is set (DeepL's clients set it),
+  and is the text's length; `/v2/usage` counts the same characters (`usage_counts`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.errors import InvalidInput
+from service.frontdoor import FrontDoor
+from service.http.answer import answer
+from service.http.errors import ErrorStyle
+from service.languages import match, name, normalize
+from service.validation import RawRequest
+
+PATHS = frozenset({"/v2/translate", "/v2/languages", "/v2/usage"})
+
+
+class Usage:
+    """The characters of source text this process has translated through `/v2/translate`."""
+
+    def __init__(self) -> None:
+        self.characters = 0
+
+
+# heed has no quota: the largest count a JSON number holds exactly everywhere (JavaScript's too),
+# so that no client ever sees the limit reached (9e15 characters: centuries at a million a second)
+CHARACTER_LIMIT = 2**53 - 1
+
+FORMALITIES = frozenset({"default", "prefer_more", "prefer_less"})  # what DeepL takes without formality support
+UNHELD = ("glossary_id", "glossary_ids", "style_id", "translation_memory_id")  # resources heed does not keep
+
+
+def _status(status: int) -> int:
+    """heed's status as DeepL's: its clients tell a bad key (403) from a bad request (400) by status."""
+    return {401: 403, 404: 400, 422: 400}.get(status, status)
+
+
+ERROR_STYLE = ErrorStyle(PATHS, _status, lambda type_, message, request_id: {"message": message})
+
+
+def _grouped(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Form or query items as fields: a repeated name (`text=a&text=b`) becomes a list."""
+    fields: dict[str, list[Any]] = {}
+    for key, value in items:
+        if isinstance(value, str):  # not an uploaded file
+            fields.setdefault(key, []).append(value)
+    return {key: values[0] if len(values) == 1 else values for key, values in fields.items()}
+
+
+async def read_fields(request: Request) -> dict[str, Any]:
+    """The request's parameters: the query string's, then the body's (JSON or form) over them."""
+    fields = _grouped(request.query_params.multi_items())
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            body = json.loads(await request.body())
+        except ValueError as e:
+            raise InvalidInput(f"Invalid request: the body is not valid JSON ({e})") from e
+        if not isinstance(body, dict):
+            raise InvalidInput("Invalid request: the body must be a JSON object")
+        fields |= body
+    elif content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        fields |= _grouped((await request.form()).multi_items())
+    return fields
+
+
+def deepl_code(code: str) -> str:
+    """A model's language code as DeepL writes it: `en` -> `EN`, `pt_br` -> `PT-BR`."""
+    return normalize(code).upper()
+
+
+def flag(value: Any) -> bool:
+    """A boolean parameter, as JSON (`true`) or a form (`1`, `true`) sends it."""
+    return str(value).strip().lower() in ("1", "true")
+
+
+def texts_of(fields: dict[str, Any]) -> list[str]:
+    value = fields.get("text")
+    texts = value if isinstance(value, list) else [] if value is None else [value]
+    if not texts:
+        raise InvalidInput("Parameter 'text' not specified.")
+    if not all(isinstance(text, str) for text in texts):
+        raise InvalidInput("Parameter 'text' must be a list of strings.")
+    return texts
+
+
+def markup(tag_handling: Any) -> None:
+    """The one place where `tag_handling` is decided: plain text passes; `html` and `xml` are
+    refused until heed's markup handling is wired in here (the texts' tags kept out of the model
+    and put back into its translations)."""
+    if tag_handling in (None, ""):
+        return
+    if tag_handling in ("html", "xml"):
+        raise InvalidInput(f"tag_handling '{tag_handling}' is not supported by this server yet; send plain text")
+    raise InvalidInput(f"Value for 'tag_handling' not supported: {tag_handling!r} (html or xml).")
+
+
+def split_sentences(fields: dict[str, Any]) -> bool:
+    """DeepL's `split_sentences` (`0`, `1` the default, `nonewlines`) as heed's switch."""
+    value = str(fields.get("split_sentences", "1")).strip().lower()
+    if value not in ("0", "1", "nonewlines"):
+        raise InvalidInput(f"Value for 'split_sentences' not supported: {value!r} (0, 1 or nonewlines).")
+    return value != "0"
+
+
+def check_options(fields: dict[str, Any]) -> None:
+    """Refuse what DeepL would refuse on heed's languages, and what heed cannot honour without
+    changing the answer's meaning (module docstring); everything else is ignored."""
+    formality = fields.get("formality")
+    if formality is not None and str(formality).lower() not in FORMALITIES:
+        if str(formality).lower() in ("more", "less"):
+            raise InvalidInput(
+                "'formality' is not supported for given 'target_lang' (no language of this server has "
+                "formality; prefer_more and prefer_less are accepted)."
+            )
+        raise InvalidInput(f"Value for 'formality' not supported: {formality!r}.")
+    unheld = next((field for field in UNHELD if fields.get(field)), None)
+    if unheld is not None:
+        raise InvalidInput(f"Parameter '{unheld}' is not supported: this server keeps no glossaries or memories.")
+    if fields.get("custom_instructions"):
+        raise InvalidInput("Parameter 'custom_instructions' is not supported: this server's models follow none.")
+    markup(fields.get("tag_handling"))
+
+
+def deepl_routes(front: FrontDoor) -> APIRouter:
+    router = APIRouter(tags=["DeepL"])
+    usage = Usage()
+
+    def pairs() -> tuple[list[str], list[str]]:
+        """The source and the target languages of the served models, in the models' codes."""
+        by_source = front.language_pairs()
+        return list(by_source), sorted({target for targets in by_source.values() for target in targets})
+
+    def languages_of(wanted: Any, codes: list[str], field: str) -> str:
+        """The model's code of a DeepL language parameter, or a 400 that names the supported ones."""
+        code = match(wanted, codes) if isinstance(wanted, str) else None
+        if code is None:
+            supported = ", ".join(deepl_code(c) for c in codes) or "none"
+            raise InvalidInput(f"Value for '{field}' not supported: {wanted!r}; this server's are {supported}.")
+        return code
+
+    @router.post("/v2/translate", summary="DeepL: translate text into target_lang")
+    async def translate(request: Request) -> JSONResponse:
+        fields = await read_fields(request)
+        texts = texts_of(fields)
+        if not fields.get("target_lang"):
+            raise InvalidInput("Parameter 'target_lang' not specified.")
+        check_options(fields)
+        split = split_sentences(fields)
+        sources, targets = pairs()
+        languages_of(fields["target_lang"], targets, "target_lang")
+        if fields.get("source_lang"):
+            source = languages_of(fields["source_lang"], sources, "source_lang")
+        else:  # one language for the request, as one RawRequest has one
+            source = front.detect("\n".join(texts))[0].language
+        model, target = front.translation_model(source, fields["target_lang"])
+        request.state.model = model
+        # blank texts are answered as sent: DeepL takes them, heed's validation refuses an empty text
+        todo = [i for i, text in enumerate(texts) if text.strip()]
+        translated = list(texts)
+        if todo:
+            raw = RawRequest([texts[i] for i in todo], target_lang=target, source_lang=source, split_sentences=split)
+            generations = await answer(request, front.submit(model, raw, request.state.request_id))
+            for i, generation in zip(todo, generations):
+                translated[i] = generation.text
+        usage.characters += sum(len(text) for text in texts)
+        billed = flag(fields.get("show_billed_characters"))
+        detected = deepl_code(source)
+        return JSONResponse(
+            {
+                "translations": [
+                    {"detected_source_language": detected, "text": text}
+                    | ({"billed_characters": len(original)} if billed else {})
+                    for text, original in zip(translated, texts)
+                ]
+            }
+        )
+
+    @router.api_route("/v2/languages", methods=["GET", "POST"], summary="DeepL: the source or the target languages")
+    async def languages(request: Request) -> list[dict]:
+        """`type` `source` (the default) or `target`; DeepL's clients send it in a GET's form body."""
+        kind = (await read_fields(request)).get("type") or "source"
+        sources, targets = pairs()
+        if kind == "source":
+            return [{"language": deepl_code(code), "name": name(code)} for code in sources]
+        if kind == "target":
+            return [{"language": deepl_code(code), "name": name(code), "supports_formality": False} for code in targets]
+        raise InvalidInput(f"Value for 'type' not supported: {kind!r} (source or target).")
+
+    @router.api_route("/v2/usage", methods=["GET", "POST"], summary="DeepL: characters translated, and the limit")
+    async def usage_counts() -> dict:
+        """heed has no quota: `character_count` is the characters of source text that this process
+        has translated through `/v2/translate` (it restarts at 0 with the process, and counts each
+        replica alone); `character_limit` is a number no count reaches, so that clients never
+        report a limit reached (DeepL's clients check `count >= limit`)."""
+        return {"character_count": usage.characters, "character_limit": CHARACTER_LIMIT}
+
+    return router
