@@ -31,8 +31,6 @@ and refuses what it could only ignore by changing what the answer means:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,6 +40,7 @@ from service.errors import InvalidInput
 from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
+from service.http.fields import read_fields
 from service.languages import match, name, normalize
 from service.validation import RawRequest
 
@@ -69,32 +68,6 @@ def _status(status: int) -> int:
 
 
 ERROR_STYLE = ErrorStyle(PATHS, _status, lambda type_, message, request_id: {"message": message})
-
-
-def _grouped(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """Form or query items as fields: a repeated name (`text=a&text=b`) becomes a list."""
-    fields: dict[str, list[Any]] = {}
-    for key, value in items:
-        if isinstance(value, str):  # not an uploaded file
-            fields.setdefault(key, []).append(value)
-    return {key: values[0] if len(values) == 1 else values for key, values in fields.items()}
-
-
-async def read_fields(request: Request) -> dict[str, Any]:
-    """The request's parameters: the query string's, then the body's (JSON or form) over them."""
-    fields = _grouped(request.query_params.multi_items())
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            body = json.loads(await request.body())
-        except ValueError as e:
-            raise InvalidInput(f"Invalid request: the body is not valid JSON ({e})") from e
-        if not isinstance(body, dict):
-            raise InvalidInput("Invalid request: the body must be a JSON object")
-        fields |= body
-    elif content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        fields |= _grouped((await request.form()).multi_items())
-    return fields
 
 
 def deepl_code(code: str) -> str:

@@ -10,7 +10,6 @@ bad API key (`api_key` in the body or the query, or the bearer header; `/languag
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,6 +19,7 @@ from service.errors import InputTooLong, InvalidInput
 from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
+from service.http.fields import read_fields
 from service.languages import Detection, name
 from service.markup import Markup, parse
 from service.options import GenerationOptions
@@ -37,23 +37,6 @@ def _status(status: int) -> int:
 
 
 ERROR_STYLE = ErrorStyle(PATHS, _status, lambda type_, message, request_id: {"error": message})
-
-
-async def read_fields(request: Request) -> dict[str, Any]:
-    """The request's fields: the query string's, then the body's (JSON or form) over them."""
-    fields: dict[str, Any] = dict(request.query_params)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            body = json.loads(await request.body())
-        except ValueError as e:
-            raise InvalidInput(f"Invalid request: the body is not valid JSON ({e})") from e
-        if not isinstance(body, dict):
-            raise InvalidInput("Invalid request: the body must be a JSON object")
-        fields |= body
-    elif content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        fields |= {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
-    return fields
 
 
 def required(fields: dict[str, Any], field: str) -> Any:
