@@ -55,12 +55,13 @@ class Markup:
         return self._fill([t.strip() for t in translations])
 
 
-def parse(document: str, kind: Kind) -> Markup:
-    """The text runs of an HTML or XML document (or fragment); malformed XML raises `InvalidInput`."""
+def parse(document: str, kind: Kind, ignore: frozenset[str] = frozenset()) -> Markup:
+    """The text runs of an HTML or XML document (or fragment), outside the elements named in
+    `ignore` (left as written, as `VERBATIM`'s are); malformed XML raises `InvalidInput`."""
     if kind == "html":
-        return _parse_html(document)
+        return _parse_html(document, VERBATIM | {name.lower() for name in ignore})
     if kind == "xml":
-        return _parse_xml(document)
+        return _parse_xml(document, VERBATIM | ignore)
     raise ValueError(f"unknown markup kind {kind!r}")
 
 
@@ -70,21 +71,21 @@ def _rewrap(original: str, translation: str) -> str:
     return original[:start] + translation + original[start + len(original.strip()) :]
 
 
-def _translated(name: str, translate: str | None) -> bool:
-    return name not in VERBATIM and (translate or "").strip().lower() != "no"
+def _translated(name: str, translate: str | None, verbatim: frozenset[str]) -> bool:
+    return name not in verbatim and (translate or "").strip().lower() != "no"
 
 
 # -- HTML --------------------------------------------------------------------------------------
 
 
-def _parse_html(document: str) -> Markup:
-    texts = [node.text_content.strip() for node in _html_runs(_read_html(document))]
+def _parse_html(document: str, verbatim: frozenset[str]) -> Markup:
+    texts = [node.text_content.strip() for node in _html_runs(_read_html(document), verbatim)]
 
     def fill(translations: list[str]) -> str:
         # replacing a node detaches it: every render replaces in a fresh parse (the parser's clone()
         # would lose the content of <template> elements)
         tree = _read_html(document)
-        for node, translation in zip(_html_runs(tree), translations, strict=True):
+        for node, translation in zip(_html_runs(tree, verbatim), translations, strict=True):
             node.replace_with(_rewrap(node.text_content, translation))
         return tree.html
 
@@ -105,7 +106,7 @@ def _read_html(document: str) -> LexborHTMLParser:
     return tree
 
 
-def _html_runs(tree: LexborHTMLParser) -> list[LexborNode]:
+def _html_runs(tree: LexborHTMLParser, verbatim: frozenset[str]) -> list[LexborNode]:
     """The text nodes to translate, in document order."""
     runs: list[LexborNode] = []
     stack: list[LexborNode | None] = [tree.root]  # a fragment's root is its first node: siblings follow
@@ -117,7 +118,7 @@ def _html_runs(tree: LexborHTMLParser) -> list[LexborNode]:
         if node.is_text_node:
             if node.text_content.strip():
                 runs.append(node)
-        elif node.is_element_node and _translated(node.tag, node.attributes.get("translate")):
+        elif node.is_element_node and _translated(node.tag, node.attributes.get("translate"), verbatim):
             stack.append(node.first_child)  # popped before node.next: document order
     return runs
 
@@ -125,14 +126,14 @@ def _html_runs(tree: LexborHTMLParser) -> list[LexborNode]:
 # -- XML ---------------------------------------------------------------------------------------
 
 
-def _parse_xml(document: str) -> Markup:
+def _parse_xml(document: str, verbatim: frozenset[str]) -> Markup:
     # a document has a prolog (the XML declaration or a DOCTYPE); anything else is content
     whole = document.lstrip().startswith(("<?xml", "<!DOCTYPE"))
-    texts = [getattr(node, side).strip() for node, side in _xml_slots(_read_xml(document, whole))]
+    texts = [getattr(node, side).strip() for node, side in _xml_slots(_read_xml(document, whole), verbatim)]
 
     def fill(translations: list[str]) -> str:
         root = _read_xml(document, whole)  # a fresh parse (cheap) for each render, as for HTML
-        for (node, side), translation in zip(_xml_slots(root), translations, strict=True):
+        for (node, side), translation in zip(_xml_slots(root, verbatim), translations, strict=True):
             text = _rewrap(getattr(node, side), translation)
             if text != getattr(node, side):  # an unchanged run keeps its form (a CDATA section stays one)
                 setattr(node, side, text)
@@ -163,18 +164,18 @@ def _read_xml(document: str, whole: bool) -> etree._Element:
         raise InvalidInput(f"the XML document is not well-formed: {error.message} ({where})") from e
 
 
-def _xml_slots(element: etree._Element) -> list[tuple[etree._Element, str]]:
+def _xml_slots(element: etree._Element, verbatim: frozenset[str]) -> list[tuple[etree._Element, str]]:
     """Where the runs to translate are, in document order: (node, "text") for an element's first
     text, (node, "tail") for the text after a node (an element, comment, entity or PI)."""
     slots: list[tuple[etree._Element, str]] = []
     translate = element.get("translate") or element.get(_ITS_TRANSLATE)
-    if not _translated(etree.QName(element).localname, translate):
+    if not _translated(etree.QName(element).localname, translate, verbatim):
         return slots
     if element.text and element.text.strip():
         slots.append((element, "text"))
     for child in element:
         if isinstance(child.tag, str):  # an element; comments, PIs and entities hold no prose
-            slots += _xml_slots(child)
+            slots += _xml_slots(child, verbatim)
         if child.tail and child.tail.strip():
             slots.append((child, "tail"))
     return slots

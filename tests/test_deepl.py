@@ -7,6 +7,7 @@ import deepl
 import pytest
 
 from tests.http_server import running
+from tests.test_markup import blank, html_tree, xml_tree
 
 KEY = "deepl-secret"
 AUTH = {"Authorization": f"DeepL-Auth-Key {KEY}"}
@@ -98,6 +99,37 @@ def test_form_bodies_repeat_text_and_json_bodies_list_it(server):
     assert [t["text"] for t in blank.json()["translations"]] == ["", want[0], "  "]  # blank texts come back as sent
 
 
+def test_html_keeps_its_markup_and_ignore_tags_are_left_as_written(translator, server):
+    html = '<p>one hundred and <b>twenty</b>-three <x-name>seventy-seven</x-name></p><p translate="no">two</p>'
+    result = translator.translate_text(html, target_lang="DE", tag_handling="html", ignore_tags=["x-name"])
+    tree = html_tree(result.text)
+    assert blank(tree) == blank(html_tree(html)) and result.detected_source_lang == "EN"
+    one, twenty, three = native(server, ["one hundred and", "twenty", "-three"], "de")
+    assert tree[0] == (
+        "p",
+        (),
+        [
+            ("#text", f"{one} "),
+            ("b", (), [("#text", twenty)]),
+            ("#text", f"{three} "),
+            ("x-name", (), [("#text", "seventy-seven")]),
+        ],
+    )
+    assert tree[1] == html_tree(html)[1]  # translate="no"
+
+
+def test_xml_keeps_its_tree_and_blank_documents_come_back(server):
+    xml = '<doc><t id="1">four thousand five hundred</t><skip>seven</skip><t>seventy-seven</t></doc>'
+    body = {"text": [xml, ""], "target_lang": "FR", "tag_handling": "xml", "ignore_tags": "skip,other"}
+    r = deepl_post(server, "/v2/translate", json=body)
+    assert r.status_code == 200, r.text
+    translated, empty = (t["text"] for t in r.json()["translations"])
+    four, seventy = native(server, ["four thousand five hundred", "seventy-seven"], "fr")
+    assert empty == "" and xml_tree(translated) == xml_tree(
+        f'<doc><t id="1">{four}</t><skip>seven</skip><t>{seventy}</t></doc>'
+    )
+
+
 def test_languages_by_query_form_or_json_and_a_bad_type(server):
     by_query = server.client.get("/v2/languages", params={"type": "target"}, headers=AUTH)
     by_form = deepl_post(server, "/v2/languages", data={"type": "target"})
@@ -149,8 +181,8 @@ def test_options_heed_cannot_honour_but_deepl_would_accept_are_ignored(server, f
         ({"text": ["one"], "target_lang": "JA"}, 400, "this server's are DE, ES, FR"),
         ({"text": ["one"], "target_lang": "DE", "source_lang": "JA"}, 400, "this server's are EN"),
         ({"text": [1, 2], "target_lang": "DE"}, 400, "list of strings"),
-        ({"text": ["<b>one</b>"], "target_lang": "DE", "tag_handling": "html"}, 400, "html' is not supported"),
-        ({"text": ["<b>one</b>"], "target_lang": "DE", "tag_handling": "xml"}, 400, "xml' is not supported"),
+        ({"text": ["<b>one</i>"], "target_lang": "DE", "tag_handling": "xml"}, 400, "XML document is not well-formed"),
+        ({"text": ["one"], "target_lang": "DE", "tag_handling": "html", "ignore_tags": [1]}, 400, "ignore_tags"),
         ({"text": ["one"], "target_lang": "DE", "tag_handling": "markdown"}, 400, "'tag_handling' not supported"),
         ({"text": ["one"], "target_lang": "DE", "formality": "more"}, 400, "'formality' is not supported"),
         ({"text": ["one"], "target_lang": "DE", "formality": "casual"}, 400, "'formality' not supported"),
@@ -169,8 +201,8 @@ def test_bad_requests_are_answered_in_deepl_shape(server, fields, status, words)
 def test_the_client_reports_bad_requests_with_the_message(translator):
     with pytest.raises(deepl.DeepLException, match="this server's are DE, ES, FR"):
         translator.translate_text(TEXTS[0], target_lang="JA")
-    with pytest.raises(deepl.DeepLException, match="not supported by this server yet"):
-        translator.translate_text("<p>one</p>", target_lang="DE", tag_handling="html")
+    with pytest.raises(deepl.DeepLException, match="not well-formed"):
+        translator.translate_text("<p>one", target_lang="DE", tag_handling="xml")
 
 
 def test_translations_are_counted_by_route(server):

@@ -44,6 +44,13 @@ def test_queue_full_gets_503_and_a_queued_request_past_its_deadline_504(server):
             assert refused.status_code == 503, refused.text
             assert refused.headers["retry-after"] == "2"
             assert refused.json()["error"]["type"] == "overloaded"
+            # the same refusal through the translation clients' protocols, in their shapes and statuses
+            deepl = server.client.post("/v2/translate", data={"text": "hello", "target_lang": "DE"})
+            assert deepl.status_code == 429 and deepl.headers["retry-after"] == "2", deepl.text
+            assert "waiting; retry later" in deepl.json()["message"]
+            libre = server.client.post("/translate", json={"q": "hello", "source": "en", "target": "de"})
+            assert libre.status_code == 503 and libre.headers["retry-after"] == "2", libre.text
+            assert "waiting; retry later" in libre.json()["error"]
             result["stop"] = True  # the long stream's client hangs up: its row goes to the queued request
             answered = queued.result(timeout=30)
         assert answered.status_code == 200, answered.text

@@ -129,7 +129,7 @@ def test_form_and_query_fields_and_the_bearer_header(server):
         ({"q": "one", "source": "en", "target": "xx"}, "en -> de, es, fr"),
         ({"q": "one", "source": "ja", "target": "de"}, "no model translates ja"),
         ({"q": "one", "source": "en", "target": "de", "format": "markdown"}, "markdown format is not supported"),
-        ({"q": "<b>one</b>" * 65, "source": "en", "target": "de", "format": "html"}, "the HTML has 65 text runs"),
+        ({"q": "<b>one</b>" * 65, "source": "en", "target": "de", "format": "html"}, "the documents have 65 text runs"),
         ({"q": [1, 2], "source": "en", "target": "de"}, "q must be a string or a list"),
         ({"q": "  ", "source": "en", "target": "de"}, "empty"),
         ({"q": "one " * 200, "source": "en", "target": "de"}, "at most"),

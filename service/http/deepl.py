@@ -6,8 +6,8 @@ repeats (`text=a&text=b`); the query string counts too (GET `/v2/languages?type=
 body over it. The key is the header `Authorization: DeepL-Auth-Key <key>` (the guard takes it like
 `Bearer`); the `auth_key` field is not read, as DeepL itself no longer reads it (January 2026:
 keys in query strings and bodies end up in logs). Errors are DeepL's `{"message": ...}` with its
-statuses: 403 for a missing or wrong key, 400 for a bad request, 413 for too much text, 503 when
-overloaded (DeepL's clients retry it with backoff). The model is the translate model whose
+statuses: 403 for a missing or wrong key, 400 for a bad request, 413 for too much text, 429 when
+overloaded or shutting down (DeepL's clients retry it with backoff). The model is the translate model whose
 languages cover the pair (`FrontDoor.translation_model`); DeepL's codes (`DE`, `EN-US`, `PT-BR`)
 are matched case-insensitively, a regional variant falling back to its language.
 
@@ -17,12 +17,17 @@ and refuses what it could only ignore by changing what the answer means:
   the default where a language has no formality, and no language heed serves has one:
   `/v2/languages` says `"supports_formality": false`); `preserve_formatting` (heed corrects no
   formatting anyway); `context` and `model_type` (hints; the translation stays a translation);
-  the tag options without `tag_handling`; every parameter DeepL does not know.
+  `splitting_tags`, `non_splitting_tags` and `outline_detection` (heed translates each text run
+  between tags on its own, so tags never split or join sentences); every parameter DeepL does not
+  know.
 - refused with 400: `formality` `more` and `less` (DeepL refuses them on such languages); the
   parameters that name what heed does not keep, `glossary_id`, `glossary_ids`, `style_id`,
   `translation_memory_id` (DeepL refuses an unknown one; ignoring it would silently drop the
   caller's terminology), and `custom_instructions` (a model that cannot follow instructions
-  would silently not follow them); `tag_handling` `html`/`xml` until markup is wired in (`markup`).
+  would silently not follow them).
+- `tag_handling` `html` or `xml`: the text between the tags is translated and the markup kept
+  (service/markup.py), elements in `ignore_tags` left as written, as are `translate="no"`, code
+  and scripts.
 - `split_sentences` `0` translates each text whole; `1` (DeepL's default) and `nonewlines` both
   translate it sentence by sentence (`RawRequest.split_sentences`).
 - `billed_characters` is answered when `show_billed_characters` is set (DeepL's clients set it),
@@ -41,7 +46,9 @@ from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
 from service.http.fields import read_fields
+from service.http.markup_jobs import prose, translate_markup
 from service.languages import match, name, normalize
+from service.markup import Kind, parse
 from service.validation import RawRequest
 
 PATHS = frozenset({"/v2/translate", "/v2/languages", "/v2/usage"})
@@ -63,8 +70,9 @@ UNHELD = ("glossary_id", "glossary_ids", "style_id", "translation_memory_id")  #
 
 
 def _status(status: int) -> int:
-    """heed's status as DeepL's: its clients tell a bad key (403) from a bad request (400) by status."""
-    return {401: 403, 404: 400, 422: 400}.get(status, status)
+    """heed's status as DeepL's: its clients tell a bad key (403) from a bad request (400) by
+    status, and back off and retry on 429, DeepL's "too many requests" (heed's 503, Retry-After kept)."""
+    return {401: 403, 404: 400, 422: 400, 503: 429}.get(status, status)
 
 
 ERROR_STYLE = ErrorStyle(PATHS, _status, lambda type_, message, request_id: {"message": message})
@@ -90,15 +98,17 @@ def texts_of(fields: dict[str, Any]) -> list[str]:
     return texts
 
 
-def markup(tag_handling: Any) -> None:
-    """The one place where `tag_handling` is decided: plain text passes; `html` and `xml` are
-    refused until heed's markup handling is wired in here (the texts' tags kept out of the model
-    and put back into its translations)."""
-    if tag_handling in (None, ""):
-        return
-    if tag_handling in ("html", "xml"):
-        raise InvalidInput(f"tag_handling '{tag_handling}' is not supported by this server yet; send plain text")
-    raise InvalidInput(f"Value for 'tag_handling' not supported: {tag_handling!r} (html or xml).")
+def markup(fields: dict[str, Any]) -> tuple[Kind | None, frozenset[str]]:
+    """`tag_handling` (None: plain text) and `ignore_tags`, the elements left untranslated (a list,
+    or names joined by commas as DeepL's clients send them)."""
+    kind = fields.get("tag_handling") or None
+    if kind not in (None, "html", "xml"):
+        raise InvalidInput(f"Value for 'tag_handling' not supported: {kind!r} (html or xml).")
+    ignore = fields.get("ignore_tags") or []
+    names = ignore.split(",") if isinstance(ignore, str) else ignore
+    if not all(isinstance(name, str) for name in names):
+        raise InvalidInput("Parameter 'ignore_tags' must be a list of tag names.")
+    return kind, frozenset(name.strip() for name in names if name.strip())
 
 
 def split_sentences(fields: dict[str, Any]) -> bool:
@@ -125,7 +135,6 @@ def check_options(fields: dict[str, Any]) -> None:
         raise InvalidInput(f"Parameter '{unheld}' is not supported: this server keeps no glossaries or memories.")
     if fields.get("custom_instructions"):
         raise InvalidInput("Parameter 'custom_instructions' is not supported: this server's models follow none.")
-    markup(fields.get("tag_handling"))
 
 
 def deepl_routes(front: FrontDoor) -> APIRouter:
@@ -152,23 +161,21 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
         if not fields.get("target_lang"):
             raise InvalidInput("Parameter 'target_lang' not specified.")
         check_options(fields)
+        kind, ignore = markup(fields)
+        documents = [parse(text, kind, ignore) for text in texts] if kind else None
         split = split_sentences(fields)
         sources, targets = pairs()
         languages_of(fields["target_lang"], targets, "target_lang")
         if fields.get("source_lang"):
             source = languages_of(fields["source_lang"], sources, "source_lang")
-        else:  # one language for the request, as one RawRequest has one
-            source = front.detect("\n".join(texts))[0].language
+        else:  # one language for the request, as one RawRequest has one; markup is not language
+            source = front.detect("\n".join(prose(documents) if documents else texts))[0].language
         model, target = front.translation_model(source, fields["target_lang"])
         request.state.model = model
-        # blank texts are answered as sent: DeepL takes them, heed's validation refuses an empty text
-        todo = [i for i, text in enumerate(texts) if text.strip()]
-        translated = list(texts)
-        if todo:
-            raw = RawRequest([texts[i] for i in todo], target_lang=target, source_lang=source, split_sentences=split)
-            generations = await answer(request, front.submit(model, raw, request.state.request_id))
-            for i, generation in zip(todo, generations):
-                translated[i] = generation.text
+        if documents:
+            translated = await translate_markup(request, front, model, documents, target, source, split)
+        else:
+            translated = await translate_texts(request, model, texts, target, source, split)
         usage.characters += sum(len(text) for text in texts)
         billed = flag(fields.get("show_billed_characters"))
         detected = deepl_code(source)
@@ -181,6 +188,19 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
                 ]
             }
         )
+
+    async def translate_texts(
+        request: Request, model: str, texts: list[str], target: str, source: str, split: bool
+    ) -> list[str]:
+        """Blank texts are answered as sent: DeepL takes them, heed's validation refuses an empty text."""
+        todo = [i for i, text in enumerate(texts) if text.strip()]
+        translated = list(texts)
+        if todo:
+            raw = RawRequest([texts[i] for i in todo], target_lang=target, source_lang=source, split_sentences=split)
+            generations = await answer(request, front.submit(model, raw, request.state.request_id))
+            for i, generation in zip(todo, generations, strict=True):
+                translated[i] = generation.text
+        return translated
 
     @router.api_route("/v2/languages", methods=["GET", "POST"], summary="DeepL: the source or the target languages")
     async def languages(request: Request) -> list[dict]:

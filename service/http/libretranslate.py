@@ -15,13 +15,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.errors import InputTooLong, InvalidInput
+from service.errors import InvalidInput
 from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
 from service.http.fields import read_fields
+from service.http.markup_jobs import prose, translate_markup
 from service.languages import Detection, name
-from service.markup import Markup, parse
+from service.markup import parse
 from service.options import GenerationOptions
 from service.validation import RawRequest
 
@@ -76,13 +77,13 @@ def libretranslate_routes(front: FrontDoor) -> APIRouter:
         alternatives = count(fields.get("alternatives"), "alternatives")
         # HTML: each item is a document; its text runs are translated and put back into its markup
         documents = [parse(text, "html") for text in texts] if text_format == "html" else None
-        prose = [" ".join(d.texts) for d in documents] if documents else texts  # what is detected: no markup
-        detected = [front.detect(text)[0] for text in prose] if source == "auto" else None
+        read = prose(documents) if documents else texts  # what is detected: the text, not its markup
+        detected = [front.detect(text)[0] for text in read] if source == "auto" else None
         source_code = detected[0].language if detected else source
         model, target_code = front.translation_model(source_code, target)
         request.state.model = model
         if documents:
-            translated = await translate_documents(request, model, documents, target_code, source_code)
+            translated = await translate_markup(request, front, model, documents, target_code, source_code, True)
             others: list[list[str]] = [[] for _ in texts]  # as LibreTranslate: no alternatives for HTML
         else:
             # the n best of a beam search one wider than the alternatives asked for
@@ -98,21 +99,6 @@ def libretranslate_routes(front: FrontDoor) -> APIRouter:
             found = [detection(d) for d in detected]
             body["detectedLanguage"] = found if isinstance(q, list) else found[0]
         return JSONResponse(body)
-
-    async def translate_documents(
-        request: Request, model: str, documents: list[Markup], target: str, source: str
-    ) -> list[str]:
-        """The documents with their text runs translated: the runs of all of them in one request,
-        batched together, each run a text of its own (sentence by sentence when it is long)."""
-        runs = [run for document in documents for run in document.texts]
-        if not runs:  # markup and whitespace only: nothing to translate
-            return [document.render([]) for document in documents]
-        cap = front.card(model).caps.max_texts
-        if cap is not None and len(runs) > cap:  # the cap counts texts: say that these are the HTML's runs
-            raise InputTooLong(f"the HTML has {len(runs)} text runs; this server translates at most {cap} at once")
-        raw = RawRequest(runs, GenerationOptions(), target, source, split_sentences=True)
-        generations = iter(await answer(request, front.submit(model, raw, request.state.request_id)))
-        return [document.render([next(generations).text for _ in document.texts]) for document in documents]
 
     @router.api_route("/languages", methods=["GET", "POST"], summary="LibreTranslate: the language pairs")
     async def languages() -> list[dict]:
