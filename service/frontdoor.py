@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.errors import ModelLoadError, Overloaded, UnknownModel, UnsupportedLanguage, WrongTask
+from service.chat import render_chat
+from service.errors import InvalidInput, ModelLoadError, Overloaded, UnknownModel, UnsupportedLanguage, WrongTask
 from service.jobs import Job
 from service.languages import Detection, Detector, match
 from service.manifest import MANIFEST_FILE, Manifest, load_manifest
@@ -30,14 +31,17 @@ class ModelCard:
     limits: ModelLimits
     caps: RequestCaps
     ready: bool
+    created: int  # when the manifest was written, seconds since the epoch (OpenAI's `created`)
 
 
 class FrontDoor:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
+        found = discover(settings.model_repo)
+        self._created = {name: int((d / MANIFEST_FILE).stat().st_mtime) for name, (d, _) in found.items()}
         self._workers = {
             name: ModelWorker(directory, manifest, settings, metrics)
-            for name, (directory, manifest) in discover(settings.model_repo).items()
+            for name, (directory, manifest) in found.items()
         }
         for worker in self._workers.values():
             metrics.add_model(worker.manifest, settings.kv_rows)
@@ -82,6 +86,13 @@ class FrontDoor:
             raise Overloaded(f"model {model!r} is not ready: {worker.load_error or 'still loading'}")
         return worker.submit(request, request_id)
 
+    def chat_prompt(self, model: str, messages: list[dict]) -> str:
+        """The prompt of a conversation for `model`, rendered with its own chat template."""
+        chat = self.card(model).manifest.chat
+        if chat is None:
+            raise InvalidInput(f"model {model!r} has no chat template; use /v1/completions")
+        return render_chat(chat.template, messages, chat.tokens)
+
     # -- translation by language pair (protocols that name languages, not models) ---------------
 
     def _translators(self) -> list[Manifest]:
@@ -123,7 +134,7 @@ class FrontDoor:
         if name not in self._workers:
             raise UnknownModel(f"unknown model {name!r}; GET /v1/models lists the served models")
         worker = self._workers[name]
-        return ModelCard(worker.manifest, worker.limits, worker.caps, worker.ready)
+        return ModelCard(worker.manifest, worker.limits, worker.caps, worker.ready, self._created[name])
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -141,6 +141,14 @@ class LanguageTags(Strict):
     default: str | None = None
 
 
+class ChatTemplate(Strict):
+    """The checkpoint's chat template (Jinja2, from tokenizer_config.json) and the special tokens
+    it refers to (`bos_token`, `eos_token`, ...: their strings, as transformers passes them)."""
+
+    template: str = Field(..., min_length=1)
+    tokens: dict[str, str] = {}
+
+
 class GenerationDefaults(Strict):
     max_new_tokens: int = Field(64, ge=1)
     min_new_tokens: int = Field(0, ge=0)
@@ -181,6 +189,7 @@ class Manifest(Strict):
     sha256: dict[str, str] = Field(default_factory=dict, description="file name -> hex digest")
     parameters: int = Field(0, ge=0)
     alignment_layer: int = Field(-1, description="decoder layer whose cross-attention is returned as alignment")
+    chat: ChatTemplate | None = Field(None, description="how /v1/chat/completions renders messages into a prompt")
 
     @model_validator(mode="after")
     def _check(self) -> Manifest:

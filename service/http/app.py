@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.frontdoor import FrontDoor
-from service.http import deepl, libretranslate
+from service.http import deepl, libretranslate, openai
 from service.http.accounting import Accounting, InFlight
 from service.http.errors import ErrorStyles, install_error_handlers
 from service.http.guard import Guard
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.front, app.state.in_flight = front, InFlight()
-    app.state.error_styles = ErrorStyles([libretranslate.ERROR_STYLE, deepl.ERROR_STYLE])
+    app.state.error_styles = ErrorStyles([libretranslate.ERROR_STYLE, deepl.ERROR_STYLE, openai.ERROR_STYLE])
     app.add_middleware(
         Guard,
         keys=settings.api_key_list,
@@ -70,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(native_routes(front))
     app.include_router(libretranslate.libretranslate_routes(front))
     app.include_router(deepl.deepl_routes(front))
+    app.include_router(openai.openai_routes(front))
     return app

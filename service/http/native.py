@@ -77,6 +77,8 @@ def translation(r: Generation) -> Translation:
 def model_info(card: ModelCard) -> ModelInfo:
     m, spec, limits = card.manifest, card.manifest.spec, card.limits
     return ModelInfo(
+        id=m.name,
+        created=card.created,
         name=m.name,
         task=m.task,
         architecture=m.architecture,
@@ -118,7 +120,8 @@ def native_routes(front: FrontDoor) -> APIRouter:
     @router.get("/v1/models", response_model=ModelList)
     async def list_models() -> ModelList:
         models = [model_info(front.card(name)) for name in front.names]
-        return ModelList(models=models, defaults={task: name for task, name in front.defaults.items() if name})
+        defaults = {task: name for task, name in front.defaults.items() if name}
+        return ModelList(data=models, models=models, defaults=defaults)
 
     @router.get("/v1/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
     async def get_model(name: str, request: Request) -> ModelInfo:

@@ -7,7 +7,7 @@ and unknown fields are refused (422) rather than silently ignored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -102,6 +102,13 @@ class GenerateResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """A served model, in heed's fields and in OpenAI's (`id`, `object`, `created`, `owned_by`),
+    so that OpenAI's clients can list and retrieve models too."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="when the model directory was written (seconds since the epoch)")
+    owned_by: str = "heed"
     name: str
     task: str
     architecture: str
@@ -116,6 +123,8 @@ class ModelInfo(BaseModel):
 
 
 class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo] = Field(description="the models, as OpenAI lists them (the same as `models`)")
     models: list[ModelInfo]
     defaults: dict[str, str] = Field(
         {}, description='task -> the model a request without "model" goes to (tasks with a model only)'
