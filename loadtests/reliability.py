@@ -5,7 +5,9 @@
 
 Each scenario starts its own server on a free loopback port (tiny models built locally), drives
 it with an open-loop asyncio client (requests keep arriving at a fixed rate whether or not the
-server keeps up, the way real overload happens) and reports, per scenario:
+server keeps up, the way real overload happens) in heed's native API, LibreTranslate's and
+OpenAI's streamed completions at once, taking turns (loadtests/traffic.py), and reports, per
+scenario and protocol:
 
 - sent, admitted (not shed), answered (admitted and given 200), shed (503/429, each with
   Retry-After), lost (admitted but never answered: transport errors, timeouts, unexpected errors),
@@ -23,33 +25,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import json
 import signal
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.server import HeedServer
+from loadtests.traffic import MODEL, PROTOCOLS, TOKENS, Outcome, open_loop
 
-TOKENS = 192  # tokens per request (min = max): every request costs the same, and decoding (not HTTP) bounds capacity
-BODY = {"model": "tiny", "text": "the quick brown fox", "min_new_tokens": TOKENS, "max_new_tokens": TOKENS}
 FAULT_RUN = 100  # the decoder run (after warm-up) that fails in the fault scenario: early in its load
 SERVER_ENV = {"HEED_KV_ROWS": "8", "HEED_QUEUE_SIZE": "16", "HEED_INTRA_OP_THREADS": "1", "HEED_LOG_LEVEL": "warning"}
 
 
 def build_repo(out: Path) -> Path:
-    """A repository with the demo `tiny` translation model (export.demo: needs torch), with room
-    for TOKENS output tokens (the demo's default 128 positions allow 127)."""
+    """A repository with the demo `tiny` translation model (export.demo: needs torch) that decodes
+    exactly TOKENS tokens unless told otherwise, so that every protocol's request costs the same."""
     from export.demo import build_model_dir, spec
 
-    build_model_dir(out, "tiny", spec(max_positions=2 * TOKENS))
+    _, directory = build_model_dir(out, MODEL, spec(max_positions=2 * TOKENS))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["generation"] |= {"min_new_tokens": TOKENS, "max_new_tokens": TOKENS}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     return out
 
 
@@ -83,86 +86,12 @@ class Server(HeedServer):
             s.name: s.value
             for family in text_string_to_metric_families(text)
             for s in family.samples
-            if s.name in wanted and s.labels.get("model") == "tiny"
+            if s.name in wanted and s.labels.get("model") == MODEL
         }
 
     def stop(self, timeout: float = 60) -> int:
         self._sampling = False
         return super().stop(timeout)
-
-
-@dataclass
-class Outcome:
-    """What the clients saw."""
-
-    statuses: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)  # error types of non-200 answers
-    refused: int = 0  # connections refused: the server was gone (after SIGTERM), nothing was admitted
-    transport_errors: int = 0  # the request was sent but no answer came back
-    transport_kinds: Counter = field(default_factory=Counter)
-    unanswered_ids: list[str] = field(default_factory=list)  # request ids of the transport errors
-
-    def reconcile(self, server_log: str) -> None:
-        """Transport errors of requests heed never saw (no access line with their id: the socket
-        was closing after SIGTERM) were not admitted: they count as refused, not lost."""
-        seen = set(re.findall(r"\[(r\d+)\]: POST /v1/translate ", server_log))
-        unseen = [rid for rid in self.unanswered_ids if rid not in seen]
-        self.transport_errors -= len(unseen)
-        self.refused += len(unseen)
-        self.unanswered_ids = [rid for rid in self.unanswered_ids if rid in seen]
-
-    shed_without_retry_after: int = 0
-
-    @property
-    def sent(self) -> int:
-        return sum(self.statuses.values()) + self.transport_errors + self.refused
-
-    @property
-    def shed(self) -> int:
-        return self.statuses[503] + self.statuses[429]
-
-    @property
-    def answered(self) -> int:
-        return self.statuses[200]
-
-    @property
-    def injected(self) -> int:
-        return self.errors["internal_error"]
-
-
-async def one_request(client: httpx.AsyncClient, outcome: Outcome, rid: str) -> None:
-    try:
-        r = await client.post("/v1/translate", json=BODY, headers={"X-Request-ID": rid})
-    except httpx.ConnectError:
-        outcome.refused += 1
-        return
-    except httpx.HTTPError as e:
-        outcome.transport_errors += 1
-        outcome.transport_kinds[f"{type(e).__name__}: {e}"] += 1
-        outcome.unanswered_ids.append(rid)
-        return
-    outcome.statuses[r.status_code] += 1
-    if r.status_code != 200:
-        outcome.errors[r.json().get("error", {}).get("type", "?")] += 1
-        if r.status_code in (429, 503) and "retry-after" not in r.headers:
-            outcome.shed_without_retry_after += 1
-
-
-async def open_loop(url: str, rate: float, duration: float, outcome: Outcome, during=None) -> None:
-    """Send `rate` requests per second for `duration` seconds, without waiting for answers;
-    `during(elapsed)` is called between sends (the sigterm scenario signals from it)."""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        tasks, start, n = [], time.monotonic(), 0
-        while (elapsed := time.monotonic() - start) < duration:
-            if during is not None:
-                during(elapsed)
-            due = start + n / rate
-            if due > time.monotonic():
-                await asyncio.sleep(due - time.monotonic())
-            tasks.append(asyncio.create_task(one_request(client, outcome, f"r{n}")))
-            n += 1
-        await asyncio.gather(*tasks)
 
 
 def recovery_seconds(server: Server, load_end: float, timeout: float = 60) -> float:
@@ -171,7 +100,10 @@ def recovery_seconds(server: Server, load_end: float, timeout: float = 60) -> fl
     while time.monotonic() < end:
         gauges = server.gauges()
         if gauges and all(v == 0 for v in gauges.values()):
-            probe = httpx.post(f"{server.url}/v1/translate", json=BODY | {"min_new_tokens": 1}, timeout=30)
+            probe = httpx.post(
+                f"{server.url}/v1/translate",
+                json={"model": MODEL, "text": "a", "max_new_tokens": 1, "min_new_tokens": 0},
+            )
             if probe.status_code == 200:
                 return time.monotonic() - load_end
         time.sleep(0.05)
@@ -180,7 +112,10 @@ def recovery_seconds(server: Server, load_end: float, timeout: float = 60) -> fl
 
 @dataclass
 class Report:
+    """One protocol's figures in one scenario (the server's RSS and recovery are shared)."""
+
     scenario: str
+    protocol: str
     rate: float
     served: float  # answered requests per second, from the start of the load to its last answer
     outcome: Outcome
@@ -235,16 +170,17 @@ def capacity(repo: Path, workdir: Path, seconds: float = 5, probe_rate: float = 
     server = Server(repo, workdir / "capacity.log")
     try:
         server.wait_ready()
-        asyncio.run(open_loop(server.url, probe_rate, 2, Outcome()))  # ORT's first-run allocations
-        outcome, start = Outcome(), time.monotonic()
-        asyncio.run(open_loop(server.url, probe_rate, seconds, outcome))
-        return outcome.answered / (time.monotonic() - start)
+        asyncio.run(open_loop(server.url, probe_rate, 2, {"native": Outcome()}))  # ORT's first-run allocations
+        outcomes, start = {name: Outcome() for name in PROTOCOLS}, time.monotonic()
+        asyncio.run(open_loop(server.url, probe_rate, seconds, outcomes))
+        return sum(o.answered for o in outcomes.values()) / (time.monotonic() - start)
     finally:
         server.stop()
 
 
-def run_scenario(name: str, repo: Path, rate: float, duration: float, workdir: Path) -> Report:
-    """One scenario's server, its load at `rate` requests per second, and the figures."""
+def run_scenario(name: str, repo: Path, rate: float, duration: float, workdir: Path) -> list[Report]:
+    """One scenario's server, its load at `rate` requests per second in every protocol, and the
+    figures of each protocol."""
     env = {"HEED_FAULT_DECODER_RUN": str(FAULT_RUN)} if name == "fault" else {}
     if name == "sigterm":  # access lines (with request ids) tell which failed connections heed never saw
         env |= {"HEED_SHUTDOWN_GRACE": "60", "HEED_LOG_LEVEL": "info"}
@@ -252,7 +188,7 @@ def run_scenario(name: str, repo: Path, rate: float, duration: float, workdir: P
     exit_code = None
     try:
         server.wait_ready()
-        outcome = Outcome()
+        outcomes = {protocol: Outcome() for protocol in PROTOCOLS}
         signalled: list[float] = []
 
         def during(elapsed: float) -> None:
@@ -261,27 +197,32 @@ def run_scenario(name: str, repo: Path, rate: float, duration: float, workdir: P
                 signalled.append(elapsed)
 
         start = time.monotonic()
-        asyncio.run(open_loop(server.url, rate, duration, outcome, during))
+        asyncio.run(open_loop(server.url, rate, duration, outcomes, during))
         load_end = time.monotonic()
-        served = outcome.answered / (load_end - start)
         recovery = None
         if name == "sigterm":
             exit_code = server.process.wait(90)
-            outcome.reconcile(server.log.read_text())
+            for outcome in outcomes.values():
+                outcome.reconcile(server.log.read_text())
         else:
             recovery = recovery_seconds(server, load_end)
-        peak = max((b for _, b in server.rss), default=0)
-        return Report(
-            name,
-            rate,
-            served,
-            outcome,
-            peak,
-            plateaued(server.rss, start, load_end),
-            recovery,
-            exit_code,
-            expected_injected=name == "fault",
-        )
+        peak, plateau = max((b for _, b in server.rss), default=0), plateaued(server.rss, start, load_end)
+        share = rate / len(outcomes)
+        return [
+            Report(
+                name,
+                protocol,
+                share,
+                outcome.answered / (load_end - start),
+                outcome,
+                peak,
+                plateau,
+                recovery,
+                exit_code,
+                expected_injected=name == "fault",
+            )
+            for protocol, outcome in outcomes.items()
+        ]
     finally:
         server.stop()
 
@@ -289,6 +230,7 @@ def run_scenario(name: str, repo: Path, rate: float, duration: float, workdir: P
 def table(reports: list[Report]) -> str:
     head = (
         "scenario",
+        "protocol",
         "rate/s",
         "served/s",
         "sent",
@@ -307,6 +249,7 @@ def table(reports: list[Report]) -> str:
     rows = [
         (
             r.scenario,
+            r.protocol,
             f"{r.rate:.0f}",
             f"{r.served:.0f}",
             r.outcome.sent,
@@ -346,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         reports = []
         for name in args.scenario or ["overload", "fault", "sigterm"]:
             print(f"scenario {name}: {args.duration:g}s at {rate:.0f} requests/s ...", file=sys.stderr, flush=True)
-            reports.append(run_scenario(name, repo, rate, args.duration, workdir))
-            if not reports[-1].ok:
-                print(f"  {name}: {reports[-1].outcome}", file=sys.stderr)
+            for report in run_scenario(name, repo, rate, args.duration, workdir):
+                reports.append(report)
+                if not report.ok:
+                    print(f"  {name} {report.protocol}: {report.outcome}", file=sys.stderr)
     print(table(reports))
     return 0 if all(r.ok for r in reports) else 1
 

@@ -125,10 +125,11 @@ class ModelWorker:
         return True
 
     def _warm_up(self) -> None:
-        """Decode a couple of tokens so that ORT's first-run allocations happen before traffic."""
+        """Decode a couple of tokens so that ORT's first-run allocations happen before traffic
+        (whatever length the model's defaults ask for)."""
         languages = self.manifest.languages
         target = None if languages is None else languages.default or sorted(languages.tokens)[0]
-        self._engine.generate(["hello"], {"max_new_tokens": 2}, target_lang=target)
+        self._engine.generate(["hello"], {"max_new_tokens": 2, "min_new_tokens": 0}, target_lang=target)
 
     def _iterate(self, plan: SchedulerOutput) -> None:
         try:

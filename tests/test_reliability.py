@@ -1,8 +1,9 @@
 """The fast reliability scenarios (CI): a real `heed serve` driven open-loop at 3x the capacity
-measured just before, for a few seconds; it sheds with 503 + Retry-After, answers every admitted
-request, its RSS plateaus and its gauges return to zero; SIGTERM in the middle of that load loses
-no admitted request and exits 0. `make reliability` runs the same scenarios for longer (and the
-injected-fault one) and prints the table."""
+measured just before, for a few seconds, in heed's native API, LibreTranslate's and OpenAI's
+streamed completions at once; in every protocol it sheds with 503 + Retry-After, answers every
+admitted request, its RSS plateaus and its gauges return to zero; SIGTERM in the middle of that
+load loses no admitted request and exits 0. `make reliability` runs the same scenarios for longer
+(and the injected-fault one) and prints the table."""
 
 from __future__ import annotations
 
@@ -10,39 +11,48 @@ from collections import Counter
 
 import pytest
 
-from loadtests.reliability import Outcome, Report, capacity, plateaued, run_scenario, table
+from loadtests.reliability import Report, build_repo, capacity, plateaued, run_scenario, table
+from loadtests.traffic import PROTOCOLS, Outcome
 
 SECONDS = 6
 
 
 @pytest.fixture(scope="module")
-def rate(http_repo, tmp_path_factory) -> float:
-    return 3 * capacity(http_repo, tmp_path_factory.mktemp("capacity"), seconds=3)
+def repo(tmp_path_factory):
+    return build_repo(tmp_path_factory.mktemp("reliability-models"))
 
 
-def test_overload_is_shed_and_every_admitted_request_answered(http_repo, tmp_path, rate):
-    report = run_scenario("overload", http_repo, rate, SECONDS, tmp_path)
-    print(table([report]))
-    o = report.outcome
-    assert o.shed > 0 and o.shed_without_retry_after == 0, o
-    assert set(o.errors) <= {"overloaded"}, o
-    assert report.admitted == o.answered > 0 and report.lost == 0 and report.unexpected_5xx == 0, o
-    assert report.rss_plateau and report.recovery is not None and report.recovery < 30
-    assert report.ok
+@pytest.fixture(scope="module")
+def rate(repo, tmp_path_factory) -> float:
+    return 3 * capacity(repo, tmp_path_factory.mktemp("capacity"), seconds=3)
 
 
-def test_sigterm_under_overload_loses_no_admitted_request(http_repo, tmp_path, rate):
-    report = run_scenario("sigterm", http_repo, rate, SECONDS, tmp_path)
-    print(table([report]))
-    o = report.outcome
-    assert report.exit_code == 0
-    assert o.answered > 0 and o.shed + o.refused > 0, o  # before the signal served, after it refused
-    assert report.lost == 0 and report.unexpected_5xx == 0 and report.admitted == o.answered, o
-    assert report.ok
+def test_overload_is_shed_and_every_admitted_request_answered(repo, tmp_path, rate):
+    reports = run_scenario("overload", repo, rate, SECONDS, tmp_path)
+    print(table(reports))
+    assert [r.protocol for r in reports] == list(PROTOCOLS)
+    for report in reports:
+        o = report.outcome
+        assert o.shed > 0 and o.shed_without_retry_after == 0, (report.protocol, o)
+        assert set(o.errors) <= {"overloaded"}, (report.protocol, o)
+        assert report.admitted == o.answered > 0 and report.lost == 0 and report.unexpected_5xx == 0, o
+        assert report.rss_plateau and report.recovery is not None and report.recovery < 30
+        assert report.ok
+
+
+def test_sigterm_under_overload_loses_no_admitted_request(repo, tmp_path, rate):
+    reports = run_scenario("sigterm", repo, rate, SECONDS, tmp_path)
+    print(table(reports))
+    for report in reports:
+        o = report.outcome
+        assert report.exit_code == 0
+        assert o.answered > 0 and o.shed + o.refused > 0, (report.protocol, o)  # served, then refused
+        assert report.lost == 0 and report.unexpected_5xx == 0 and report.admitted == o.answered, o
+        assert report.ok
 
 
 def report(**outcome) -> Report:
-    return Report("overload", 30, 10, Outcome(**outcome), 1 << 27, True, 0.1)
+    return Report("overload", "native", 30, 10, Outcome(**outcome), 1 << 27, True, 0.1)
 
 
 def test_the_figures_flag_lost_requests_and_unexpected_5xx():
@@ -65,9 +75,9 @@ def test_rss_plateau_check():
 
 
 def test_failed_connections_heed_never_saw_are_not_lost():
-    outcome = Outcome(transport_errors=2, unanswered_ids=["r3", "r9"])
-    outcome.reconcile("... INFO heed.access [r3]: POST /v1/translate 200 12.0ms\n")
-    assert (outcome.transport_errors, outcome.refused, outcome.unanswered_ids) == (1, 1, ["r3"])
+    outcome = Outcome(transport_errors=2, unanswered_ids=["r3-libretranslate", "r9-native"])
+    outcome.reconcile("... INFO heed.access [r3-libretranslate]: POST /translate 200 12.0ms\n")
+    assert (outcome.transport_errors, outcome.refused, outcome.unanswered_ids) == (1, 1, ["r3-libretranslate"])
 
 
 def test_every_load_and_benchmark_tool_imports():
