@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-KINDS = {"engine": "loadtests.bench_engine", "http": "loadtests.bench_http", "long": "loadtests.bench_long"}
+KINDS = {
+    "engine": "loadtests.bench_engine",
+    "http": "loadtests.bench_http",
+    "long": "loadtests.bench_long",
+    "decoder": "loadtests.bench_decoder",
+}
 
 
 def main(argv: list[str]) -> int:

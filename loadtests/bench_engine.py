@@ -112,8 +112,11 @@ def roof_engine(graph: Path, threads: int) -> Run:
     return run
 
 
-def timed(engines: dict[str, Run], texts: list[str], beam: int, repeats: int) -> dict[str, float]:
-    """Median target tokens per second of each engine over `repeats` rounds (after a warm-up).
+def timed(
+    engines: dict[str, Run], texts: list[str], beam: int, repeats: int, new_tokens: int = NEW_TOKENS
+) -> dict[str, float]:
+    """Median generated tokens per second of each engine over `repeats` rounds (after a warm-up),
+    each run generating `new_tokens` per text.
 
     Each round runs every engine once, in turn, so that a slow spell of a shared machine slows
     all engines of that round rather than one engine's every run.
@@ -126,7 +129,7 @@ def timed(engines: dict[str, Run], texts: list[str], beam: int, repeats: int) ->
             start = time.perf_counter()
             run(texts, beam)
             seconds[name].append(time.perf_counter() - start)
-    return {name: len(texts) * NEW_TOKENS / statistics.median(times) for name, times in seconds.items()}
+    return {name: len(texts) * new_tokens / statistics.median(times) for name, times in seconds.items()}
 
 
 def prepare_heed(checkpoint: Path, work: Path) -> dict[str, Path]:
