@@ -304,13 +304,15 @@ class MultiHeadAttention(nn.Module):
     """Projections around `attend`; K/V projection is separate so cross-attention K/V can be
     computed once by the encoder graph and self-attention K/V cached by the runtime."""
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, d_head: int, bias: bool, scale: float):
+    def __init__(
+        self, d_model: int, n_heads: int, n_kv_heads: int, d_head: int, bias: bool, scale: float, out_bias: bool
+    ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.d_head, self.scale = n_heads, n_kv_heads, d_head, scale
         self.q_proj = nn.Linear(d_model, n_heads * d_head, bias=bias)
         self.k_proj = nn.Linear(d_model, n_kv_heads * d_head, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_heads * d_head, bias=bias)
-        self.o_proj = nn.Linear(n_heads * d_head, d_model, bias=bias)
+        self.o_proj = nn.Linear(n_heads * d_head, d_model, bias=out_bias)
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         return static_reshape(x, 0, 0, n, -1).transpose(1, 2)

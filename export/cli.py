@@ -12,9 +12,11 @@ import torch
 from safetensors.torch import load_model
 from tokenizers import Tokenizer
 
+from export.decoder_model import DecoderOnlyModel
 from export.hf import REGISTRY, ConversionError, export_checkpoint
 from export.model import Seq2SeqModel
-from export.package import ParityError, write_model_dir
+from export.package import write_model_dir
+from export.parity import ParityError
 from export.quantize import quantize_model_dir
 from service.manifest import GenerationDefaults, LanguageTags, Limits, ModelSpec, SpecialTokens
 
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         type=Path,
-        help="weights of heed's Seq2SeqModel (safetensors.torch.save_model); "
+        help="weights of heed's Seq2SeqModel or DecoderOnlyModel (safetensors.torch.save_model); "
         "without it the weights are random (for benchmarks and tests)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
@@ -72,7 +74,7 @@ def main(argv: list[str]) -> int:
     config = json.loads(args.config.read_text())
     spec = ModelSpec.model_validate(config["spec"])
     torch.manual_seed(args.seed)
-    model = Seq2SeqModel(spec).eval()
+    model = (DecoderOnlyModel if spec.decoder_only else Seq2SeqModel)(spec).eval()
     if args.weights:
         load_model(model, str(args.weights), strict=True)
     manifest = write_model_dir(

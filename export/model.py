@@ -29,7 +29,7 @@ from service.manifest import ModelSpec, StackSpec
 
 
 class RMSNorm(nn.Module):
-    """T5's LayerNorm: scale only, no mean subtraction, no bias."""
+    """T5's LayerNorm, and Llama's and Qwen2's RMSNorm: scale only, no mean subtraction, no bias."""
 
     def __init__(self, d: int, eps: float):
         super().__init__()
@@ -73,7 +73,9 @@ class FeedForward(nn.Module):
 
 def attention_module(spec: ModelSpec) -> MultiHeadAttention:
     scale = spec.attention_scale if spec.attention_scale is not None else spec.head_dim**-0.5
-    return MultiHeadAttention(spec.d_model, spec.n_heads, spec.kv_heads, spec.head_dim, spec.qkv_bias, scale)
+    return MultiHeadAttention(
+        spec.d_model, spec.n_heads, spec.kv_heads, spec.head_dim, spec.qkv_bias, scale, spec.attention_out_bias
+    )
 
 
 class Residual(nn.Module):
@@ -191,6 +193,8 @@ def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
 class Seq2SeqModel(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
+        if spec.decoder_only:
+            raise ValueError("Seq2SeqModel needs a spec with an encoder (use DecoderOnlyModel)")
         self.spec = spec
         self.shared = nn.Embedding(spec.vocab_size, spec.d_model)
         self.decoder_embed = self.shared if spec.shared_embeddings else nn.Embedding(spec.vocab_size, spec.d_model)

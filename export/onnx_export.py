@@ -1,7 +1,7 @@
-"""Export a `Seq2SeqModel` to the two ONNX graphs the runtime drives, as `service/graph.py` names
-them. Searches choose among the `top_k` best tokens of each row, computed in the graph
-(`add_token_choice`), so that a step hands Python a few numbers per row instead of the whole
-vocabulary's logits.
+"""Export a `Seq2SeqModel` to the two ONNX graphs the runtime drives, or a `DecoderOnlyModel` to its
+one decoder graph, as `service/graph.py` names them. Searches choose among the `top_k` best tokens
+of each row, computed in the graph (`add_token_choice`), so that a step hands Python a few numbers
+per row instead of the whole vocabulary's logits.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import Tensor, nn
 
+from export.decoder_model import DecoderOnlyModel
 from export.model import Seq2SeqModel
 from service import graph
 
@@ -56,6 +57,51 @@ def example_inputs(model: Seq2SeqModel, batch: int = 2, source: int = 5, new: in
     positions = torch.arange(past, past + new).unsqueeze(0).expand(batch, new).contiguous()
     cache = [kv(past) for _ in range(2 * layers)] + [kv(source) for _ in range(2 * layers)]
     return (ids, mask), (dec_ids, positions, mask, *cache)
+
+
+class DecoderOnlyGraph(nn.Module):
+    def __init__(self, model: DecoderOnlyModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, positions: Tensor, logit_index: Tensor, *past: Tensor):
+        hidden, new = self.model.decode(input_ids, positions, _pairs(past))
+        d_model = self.model.spec.d_model
+        picked = hidden.gather(1, logit_index.unsqueeze(-1).expand(-1, -1, d_model))  # the LM head only there
+        return (self.model.logits(picked), *(t for kv in new for t in kv))
+
+
+def export_decoder_only(model: DecoderOnlyModel, out_dir: Path) -> Path:
+    """Write a decoder-only model's decoder.onnx (fp32, dynamic batch, new, logit and past axes)."""
+    model = model.eval()
+    spec, layers = model.spec, len(model.layers)
+    batch, new, past_len = 2, 3, 4  # distinct and > 1: no axis specialized
+    ids = torch.randint(0, spec.vocab_size, (batch, new))
+    positions = torch.arange(past_len, past_len + new).unsqueeze(0).expand(batch, new).contiguous()
+    logit_index = torch.tensor([[0, 2], [1, 2]])
+    past = [torch.zeros(batch, spec.kv_heads, past_len, spec.head_dim) for _ in range(2 * layers)]
+    ids_name, positions_name, index_name = graph.DECODER_ONLY_INPUTS
+    axes = (
+        {ids_name: {0: "batch", 1: "new"}, positions_name: {0: "batch", 1: "new"}}
+        | {index_name: {0: "batch", 1: "picked"}, graph.LOGITS: {0: "batch", 1: "picked"}}
+        | {n: {0: "batch", 2: "past"} for n in graph.past_inputs(layers)}
+        | {n: {0: "batch", 2: "new"} for n in graph.new_kv_outputs(layers)}
+    )
+    path = out_dir / "decoder.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # traced shape arithmetic, as for the seq2seq graphs
+        torch.onnx.export(
+            DecoderOnlyGraph(model).eval(),
+            (ids, positions, logit_index, *past),
+            path,
+            input_names=[*graph.DECODER_ONLY_INPUTS, *graph.past_inputs(layers)],
+            output_names=[graph.LOGITS, *graph.new_kv_outputs(layers)],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    add_token_choice(path)
+    return path
 
 
 def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:

@@ -6,10 +6,13 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from export.decoder_model import DecoderOnlyModel
+from export.decoder_parity import compare_decoder_only
 from export.model import Seq2SeqModel
-from export.onnx_export import export_graphs
-from export.parity import max_logit_difference
+from export.onnx_export import export_decoder_only, export_graphs
+from export.parity import compare
 from service.manifest import (
+    ChatTemplate,
     GenerationDefaults,
     LanguageTags,
     Limits,
@@ -20,15 +23,9 @@ from service.manifest import (
     file_digest,
 )
 
-PARITY_TOLERANCE = 1e-4
-
-
-class ParityError(RuntimeError):
-    pass
-
 
 def write_model_dir(
-    model: Seq2SeqModel,
+    model: Seq2SeqModel | DecoderOnlyModel,
     tokenizer: Tokenizer,
     out_dir: Path,
     *,
@@ -40,19 +37,28 @@ def write_model_dir(
     source_languages: tuple[str, ...] = (),
     generation: GenerationDefaults | None = None,
     limits: Limits | None = None,
+    chat: ChatTemplate | None = None,
     check: bool = True,
 ) -> Manifest:
     """Export `model` into `out_dir` and return its manifest. With `check`, the ONNX graphs are
-    compared with the PyTorch model and a `ParityError` is raised above `PARITY_TOLERANCE`."""
+    compared with the PyTorch model and a `ParityError` is raised where they differ by more than
+    the tolerance, relative to the logits' magnitude (export/parity.py)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    export_graphs(model, out_dir)
-    files = ModelFiles()
-    tokenizer.save(str(out_dir / files.tokenizer))
     spec = model.spec
+    if spec.decoder_only:
+        export_decoder_only(model, out_dir)
+        files, check_graphs = ModelFiles(encoder=None), compare_decoder_only
+    else:
+        export_graphs(model, out_dir)
+        files, check_graphs = ModelFiles(), compare
+    tokenizer.save(str(out_dir / files.tokenizer))
     if limits is None:
-        bound = spec.max_positions if spec.positions in ("learned", "sinusoidal") else 1024
-        limits = Limits(max_input_tokens=bound, max_output_tokens=bound - 1)
+        # a decoder-only model's max_positions is its context: prompt and output together
+        bounded = spec.decoder_only or spec.positions in ("learned", "sinusoidal")
+        bound = spec.max_positions if bounded else 1024
+        prompt = bound - 1 if spec.decoder_only else bound  # a prompt leaves room for one token
+        limits = Limits(max_input_tokens=prompt, max_output_tokens=bound - 1)
     manifest = Manifest(
         name=name,
         task=task,
@@ -64,12 +70,11 @@ def write_model_dir(
         generation=generation or GenerationDefaults(),
         limits=limits,
         files=files,
-        sha256={f: file_digest(out_dir / f) for f in (files.encoder, files.decoder, files.tokenizer)},
+        sha256={f: file_digest(out_dir / f) for f in (*files.graphs, files.tokenizer)},
         parameters=model.parameter_count(),
+        chat=chat,
     )
     manifest.write(out_dir)
     if check:
-        diff = max_logit_difference(model, out_dir)
-        if diff > PARITY_TOLERANCE:
-            raise ParityError(f"{out_dir}: ONNX logits differ from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE})")
+        check_graphs(model, out_dir).require(str(out_dir))
     return manifest

@@ -38,11 +38,11 @@ def quantize_model_dir(directory: Path) -> Manifest:
         raise ValueError(f"{directory}: already quantized ({manifest.quantization})")
     files = manifest.files
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        for name in (files.encoder, files.decoder):
+        for name in files.graphs:
             quantized = Path(tmp) / name
             quantize_graph(directory / name, quantized)
             quantized.replace(directory / name)
-    sha256 = dict(manifest.sha256) | {n: file_digest(directory / n) for n in (files.encoder, files.decoder)}
+    sha256 = dict(manifest.sha256) | {n: file_digest(directory / n) for n in files.graphs}
     updated = manifest.model_copy(update={"quantization": "int8", "sha256": sha256})
     updated.write(directory)
     return updated

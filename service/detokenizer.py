@@ -16,12 +16,14 @@ REPLACEMENT = "\ufffd"
 
 
 class Detokenizer:
-    def __init__(self, decode: Callable[[list[int]], str]):
+    def __init__(self, decode: Callable[[list[int]], str], context: list[int] = ()):
+        """`context`: tokens before the output (the end of a decoder-only prompt), decoded with
+        its first window so that the output's first token reads as it does after them."""
         self.decode = decode
-        self.ids: list[int] = []
+        self.ids: list[int] = list(context)
         self.text = ""  # everything emitted so far
         self.prefix = 0  # the window starts here: the tokens of the previous emission, for context
-        self.read = 0  # tokens up to here have been emitted
+        self.read = len(self.ids)  # tokens up to here have been emitted
 
     def push(self, token: int) -> str:
         """Add a token; returns the text it completes ("" while a character or word is unfinished)."""
@@ -34,3 +36,11 @@ class Detokenizer:
         self.prefix, self.read = self.read, len(self.ids)
         self.text += delta
         return delta
+
+
+def continuation(decode: Callable[[list[int]], str], context: list[int], tokens: list[int]) -> str:
+    """The text of `tokens` as it reads after `context` (the whole text, where there is none)."""
+    if not context:
+        return decode(tokens)
+    before, after = decode(context), decode([*context, *tokens])
+    return after[len(before) :] if after.startswith(before) else decode(tokens)

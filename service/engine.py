@@ -1,10 +1,13 @@
 """The engine: one model's tokenizer, runner and KV cache, and the iteration-level step loop.
 
 It executes what the scheduler (service/scheduler.py) decides: sequences join (`admit`: one
-encoder pass for the group, cross K/V written to their rows) and leave (finished, stopped or
-cancelled: rows freed at once) between decoder steps; every `step` runs the decoder once for all
-running rows, new and old together. The offline `generate` and the server's worker drive it
-with the same scheduler, so the CLI and the server give the same tokens.
+encoder pass for the group, cross K/V written to their rows; or, for a decoder-only model, one
+prefill pass writing the prompts' K/V) and leave (finished, stopped or cancelled: rows freed at
+once) between decoder steps; every `step` runs the decoder once for all running rows, new and old
+together. What differs between the two kinds of model is the `ModelKind`'s (service/model_kinds.py).
+The offline `generate` and the server's worker drive it with the same scheduler, so the CLI and
+the server give the same tokens. Encoder-decoder and decoder-only models run side by side in
+one process: each has its own engine.
 
 Not thread-safe: one thread (the worker's, or the caller's) owns an engine.
 """
@@ -19,13 +22,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.detokenizer import Detokenizer
+from service.detokenizer import Detokenizer, continuation
 from service.documents import rejoin
+from service.errors import InvalidOptions
 from service.faults import inject_decoder_fault
-from service.kv_cache import KVCache, Slot
+from service.kv_cache import Slot
 from service.manifest import Manifest, load_manifest
+from service.model_kinds import ModelKind, model_kind
 from service.options import DecodingConfig, GenerationOptions
-from service.results import Alignment, Generation
+from service.results import Generation
 from service.runner import DecoderStep, ModelRunner
 from service.scheduler import Request, Scheduler
 from service.search import INEXACT, Scores, Search, make_search
@@ -50,10 +55,12 @@ class Sequence:
         on_token: TokenCallback | None = None,
         return_alignment: bool = False,
         detokenizer: Detokenizer | None = None,
+        context: list[int] = (),
     ):
         self.input_ids, self.search, self.cfg, self.on_token = input_ids, search, cfg, on_token
         self.return_alignment = return_alignment
         self.detokenizer = detokenizer  # one-row searches that stream or have stop strings
+        self.context = context  # tokens whose text the output's continues (`ModelKind.context`)
         self.checked: list[int] = []  # a beam's best output when its stop strings were last checked
         self.slots: list[Slot] = []
         self.result: Generation | None = None
@@ -68,14 +75,18 @@ def build_sequences(
 ) -> list[Sequence]:
     """The sequences of a valid request, each with its search (seeded per input) and, where it
     streams or stops on strings, its incremental detokenizer."""
-    cfg, special = valid.config, manifest.special_tokens
+    kind = model_kind(manifest)
+    if valid.return_alignment and not kind.alignment:
+        raise InvalidOptions(f"model '{manifest.name}' has no cross-attention: it cannot return an alignment")
     sequences = []
     for i, ids in enumerate(valid.inputs):
+        cfg = kind.decoding(valid.config, ids)
         rng = np.random.default_rng(None if cfg.seed is None else [cfg.seed, i])
-        search = make_search(cfg, special.decoder_start_id, special.eos_id, rng)
+        search = make_search(cfg, kind.prefix(ids), manifest.eos_ids, rng)
+        context = kind.context(ids)
         incremental = search.rows == 1 and (on_token is not None or bool(cfg.stop))
-        detokenizer = Detokenizer(codec.decode) if incremental else None
-        sequences.append(Sequence(ids, search, cfg, on_token, valid.return_alignment, detokenizer))
+        detokenizer = Detokenizer(codec.decode, context) if incremental else None
+        sequences.append(Sequence(ids, search, cfg, on_token, valid.return_alignment, detokenizer, context))
     return sequences
 
 
@@ -85,7 +96,7 @@ class StepResult:
 
     finished: list[Sequence]
     rows: int = 0  # rows in the decoder step; 0: no step ran
-    encode_seconds: float | None = None  # the admitted group's encoder pass, if any
+    encode_seconds: float | None = None  # the admitted group's encoder (or prefill) pass, if any
     step_seconds: float | None = None
 
 
@@ -105,8 +116,8 @@ class Engine:
         self.runner = ModelRunner(
             self.directory, self.manifest, config.provider, config.intra_op_threads, config.ort_spinning
         )
-        spec = self.manifest.spec
-        self.cache = KVCache(spec.decoder.layers, spec.kv_heads, spec.head_dim, config.kv_rows)
+        self.kind: ModelKind = model_kind(self.manifest)
+        self.cache = self.kind.new_cache(config.kv_rows)
         self.running: list[Sequence] = []
 
     @property
@@ -121,12 +132,14 @@ class Engine:
         truncate: bool = False,
         return_alignment: bool = False,
         split_sentences: bool = False,
+        source_lang: str | None = None,
     ) -> ValidRequest:
         """Validate and tokenize an offline request (no server caps); raises a `RequestError`."""
         request = RawRequest(
             texts,
             GenerationOptions.parse(options),
             target_lang,
+            source_lang,
             truncate=truncate,
             return_alignment=return_alignment,
             split_sentences=split_sentences,
@@ -159,24 +172,11 @@ class Engine:
         return result
 
     def admit(self, sequences: list[Sequence]) -> None:
-        """Encode a group of new sequences at once and give them cache rows; they take part in
-        the next step. The caller (the scheduler) checks that the cache has the rows."""
-        if not sequences:
-            return
-        longest = max(len(s.input_ids) for s in sequences)
-        pad = self.manifest.special_tokens.pad_id
-        input_ids = np.full((len(sequences), longest), pad, dtype=np.int64)
-        mask = np.zeros((len(sequences), longest), dtype=np.int64)
-        for i, s in enumerate(sequences):
-            input_ids[i, : len(s.input_ids)] = s.input_ids
-            mask[i, : len(s.input_ids)] = 1
-        cross = self.runner.encode(input_ids, mask)
-        rows = self.cache.used + sum(s.rows for s in sequences)
-        self.cache.ensure(rows, max(self.cache.past_cap, 1), longest)  # grow once for the group
-        for i, s in enumerate(sequences):
-            s.slots = self.cache.allocate(s.rows)
-            self.running.append(s)
-            self.cache.write_cross(s.slots, cross, i, len(s.input_ids))
+        """Encode (or prefill) a group of new sequences at once and give them cache rows; they
+        take part in the next step. The caller (the scheduler) checks that the cache has the rows."""
+        if sequences:
+            self.kind.admit(sequences, self.runner, self.cache)
+            self.running.extend(sequences)
 
     def step(self) -> list[Sequence]:
         """One decoder step for every running row; returns the sequences that finished."""
@@ -188,18 +188,19 @@ class Engine:
         for s in self.running:
             for slot, token in zip(s.slots, s.search.last_tokens()):
                 tokens[slot.row, 0] = token
-                positions[slot.row, 0] = s.search.generated
+                positions[slot.row, 0] = s.search.position
         self.cache.ensure(n, int(positions.max()) + 1, self.cache.source_cap)
         feeds = self.cache.decoder_feeds(self.runner.cache_inputs)
+        inputs = self.kind.step_inputs(tokens, positions, self.cache)
         wanted = [s.search.candidates for s in self.running]
         top_k = 0 if 0 in wanted else max(wanted)
         logprobs = any(s.search.log_probs for s in self.running)
-        out = self.runner.decode(tokens, positions, self.cache.source_mask[:n], feeds, top_k, logprobs)
+        out = self.runner.decode(inputs, feeds, top_k, logprobs)
         self.cache.write_new(out.new_kv, positions)
         finished, dst, src = [], [], []  # beam rows that continue another row of their group
         inexact = [s for s in self.running if not self._advance(s, self._scores(s, out), finished, dst, src)]
         if inexact:  # their K best tokens could not decide: the same step again, with the whole vocabulary
-            out = self.runner.decode(tokens, positions, self.cache.source_mask[:n], feeds)
+            out = self.runner.decode(inputs, feeds)
             for s in inexact:
                 if not self._advance(s, self._scores(s, out), finished, dst, src):
                     raise RuntimeError("a search was inexact over the whole vocabulary")
@@ -251,38 +252,21 @@ class Engine:
             best = s.search.output()
             if best != s.checked:
                 s.checked = best
-                if any(stop in self.codec.decode(best) for stop in s.cfg.stop):
+                if any(stop in continuation(self.codec.decode, s.context, best) for stop in s.cfg.stop):
                     s.search.stop("stop")
 
     def _finish(self, s: Sequence, reason: str) -> None:
         tokens = s.search.output()
-        alignment = self._alignment(s, tokens) if s.return_alignment and tokens else None
+        aligned = s.return_alignment and tokens
+        alignment = self.kind.align(s, tokens, self.runner, self.cache, self.codec) if aligned else None
         self.cache.release(s.slots)
         self.running.remove(s)
-        text = self.codec.decode(tokens)
+        text = continuation(self.codec.decode, s.context, tokens)
         if reason == "stop":
             text = text[: min((text.find(stop) for stop in s.cfg.stop if stop in text), default=len(text))]
-        others = [self.codec.decode(t) for t in s.search.alternatives(s.cfg.num_return_sequences - 1)]
+        alternatives = s.search.alternatives(s.cfg.num_return_sequences - 1)
+        others = [continuation(self.codec.decode, s.context, t) for t in alternatives]
         s.result = Generation(text, tokens, len(s.input_ids), len(tokens), reason, alignment, others)
-
-    def _alignment(self, s: Sequence, tokens: list[int]) -> Alignment:
-        """Cross-attention of each output token over the input tokens (one layer, mean over heads).
-
-        One teacher-forced decoder pass over the final output, whatever the search: row i is the
-        attention of the step that produced token i (as transformers' `cross_attentions`).
-        """
-        row = s.slots[0].row
-        start = self.manifest.special_tokens.decoder_start_id
-        inputs = np.array([[start, *tokens[:-1]]], dtype=np.int64)
-        positions = np.arange(len(tokens), dtype=np.int64)[None, :]
-        spec = self.manifest.spec
-        empty = np.zeros((1, spec.kv_heads, 1, spec.head_dim), dtype=np.float32)  # masked: no valid slot
-        cross = [buf[row : row + 1] for buf in self.cache.cross_kv]
-        feeds = dict(zip(self.runner.cache_inputs, [empty] * len(self.cache.self_kv) + cross))
-        weights = self.runner.cross_attention(inputs, positions, self.cache.source_mask[row : row + 1], feeds)
-        layer = weights[0, self.manifest.alignment_layer, :, : len(s.input_ids)]
-        rounded = np.round(layer.astype(np.float64), 4).tolist()  # float64: JSON gets 0.7188, not 0.7188000082969666
-        return Alignment(self.codec.tokens(s.input_ids), self.codec.tokens(tokens), rounded)
 
     # -- offline use ---------------------------------------------------------------------------
 
@@ -294,12 +278,13 @@ class Engine:
         truncate: bool = False,
         return_alignment: bool = False,
         split_sentences: bool = False,
+        source_lang: str | None = None,
     ) -> list[Generation]:
         """Decode texts together (as many at once as the cache holds), admitted by the scheduler
         the server uses."""
         if self.running:
             raise RuntimeError("Engine.generate needs an idle engine")
-        valid = self.validate(texts, options, target_lang, truncate, return_alignment, split_sentences)
+        valid = self.validate(texts, options, target_lang, truncate, return_alignment, split_sentences, source_lang)
         sequences = build_sequences(valid, self.manifest, self.codec)
         scheduler = Scheduler(self.cache.max_rows, name=self.name)
         scheduler.add(Request("offline", sequences))

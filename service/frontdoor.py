@@ -18,6 +18,7 @@ from service.jobs import Job
 from service.languages import Detection, Detector, match
 from service.manifest import MANIFEST_FILE, Manifest, load_manifest
 from service.metrics import Metrics
+from service.prompts import summarize_prompts
 from service.settings import Settings
 from service.validation import ModelLimits, RawRequest, RequestCaps
 from service.worker import ModelWorker
@@ -40,8 +41,7 @@ class FrontDoor:
         found = discover(settings.model_repo)
         self._created = {name: int((d / MANIFEST_FILE).stat().st_mtime) for name, (d, _) in found.items()}
         self._workers = {
-            name: ModelWorker(directory, manifest, settings, metrics)
-            for name, (directory, manifest) in found.items()
+            name: ModelWorker(directory, manifest, settings, metrics) for name, (directory, manifest) in found.items()
         }
         for worker in self._workers.values():
             metrics.add_model(worker.manifest, settings.kv_rows)
@@ -72,9 +72,10 @@ class FrontDoor:
                 raise UnknownModel(f'this server has no {task} model; name one with "model"')
         if name not in self._workers:
             raise UnknownModel(f"unknown model {name!r}; GET /v1/models lists the served models")
-        served = self._workers[name].manifest.task
-        if task is not None and served != task:
-            raise WrongTask(f"model {name!r} is a {served} model; use /v1/{served}")
+        manifest = self._workers[name].manifest
+        summarizes = task == "summarize" and manifest.spec.decoder_only  # with a prompt (service/prompts.py)
+        if task is not None and manifest.task != task and not summarizes:
+            raise WrongTask(f"model {name!r} is a {manifest.task} model; use /v1/{manifest.task}")
         return name
 
     def submit(self, model: str, request: RawRequest, request_id: str) -> Job:
@@ -85,6 +86,12 @@ class FrontDoor:
         if not worker.ready:
             raise Overloaded(f"model {model!r} is not ready: {worker.load_error or 'still loading'}")
         return worker.submit(request, request_id)
+
+    def summary_prompts(self, model: str, texts: list[str]) -> tuple[list[str], bool]:
+        """What `model` reads to summarize `texts` (service/prompts.py), and whether its tokenizer
+        adds special tokens to it; the texts themselves for a seq2seq summarizer."""
+        manifest = self.card(model).manifest
+        return summarize_prompts(manifest, texts) if manifest.spec.decoder_only else (texts, True)
 
     def chat_prompt(self, model: str, messages: list[dict]) -> str:
         """The prompt of a conversation for `model`, rendered with its own chat template."""

@@ -1,7 +1,8 @@
 """The KV-cache manager: preallocated per-layer buffers whose first `n` rows are the running batch.
 
-Layout (docs/kv-cache.md): for each decoder layer, self-attention K and V `[rows, Hkv, P, D]` and
-cross-attention K and V `[rows, Hkv, S, D]`, plus the source mask `[rows, S]`. A decoding
+Layout (docs/kv-cache.md): for each decoder layer, self-attention K and V `[rows, Hkv, P, D]` and,
+for an encoder-decoder model, cross-attention K and V `[rows, Hkv, S, D]` plus the source mask
+`[rows, S]` (a decoder-only model has neither: its prompt is in the self-attention cache). A decoding
 sequence owns one row (a beam group owns `beam_size` rows) through a `Slot` whose `row` the
 manager updates when it moves. Active rows are kept compact at the front, so the decoder's
 inputs are the zero-copy views `buffer[:n]`; a finishing sequence's rows are refilled by moving
@@ -31,9 +32,17 @@ def _grown(current: int, needed: int, chunk: int) -> int:
 
 class KVCache:
     def __init__(
-        self, layers: int, kv_heads: int, head_dim: int, max_rows: int, chunk: int = 32, dtype: type = np.float32
+        self,
+        layers: int,
+        kv_heads: int,
+        head_dim: int,
+        max_rows: int,
+        chunk: int = 32,
+        dtype: type = np.float32,
+        cross: bool = True,
     ):
         self.layers, self.kv_heads, self.head_dim = layers, kv_heads, head_dim
+        self.cross_layers = layers if cross else 0
         self.max_rows, self.chunk, self.dtype = max_rows, chunk, dtype
         self.slots: list[Slot] = []
         self._reset()
@@ -64,16 +73,16 @@ class KVCache:
             return
         n, more_rows = self.used, new_rows != self.rows_cap
 
-        def regrow(old: list[np.ndarray], length: int, old_length: int) -> list[np.ndarray]:
+        def regrow(old: list[np.ndarray], layers: int, length: int, old_length: int) -> list[np.ndarray]:
             if not more_rows and length == old_length:
                 return old  # only the other buffers grow: these keep their memory and contents
-            fresh = [self._buffer(new_rows, length) for _ in range(2 * self.layers)]
+            fresh = [self._buffer(new_rows, length) for _ in range(2 * layers)]
             for f, o in zip(fresh, old):
                 f[:n, :, :old_length] = o[:n]
             return fresh
 
-        self.self_kv = regrow(self.self_kv, new_past, self.past_cap)
-        self.cross_kv = regrow(self.cross_kv, new_source, self.source_cap)
+        self.self_kv = regrow(self.self_kv, self.layers, new_past, self.past_cap)
+        self.cross_kv = regrow(self.cross_kv, self.cross_layers, new_source, self.source_cap)
         if more_rows or new_source != self.source_cap:
             mask = np.zeros((new_rows, new_source), dtype=np.int64)
             mask[:n, : self.source_cap] = self.source_mask[:n]
@@ -116,6 +125,14 @@ class KVCache:
             buf[rows, :, :length] = out[batch_index][:, :length]
         self.source_mask[rows] = 0
         self.source_mask[rows, :length] = 1
+
+    def write_prompt(self, slots: list[Slot], new_kv: list[np.ndarray], batch_index: int, length: int) -> None:
+        """Store one prefilled prompt's K/V (row `batch_index` of the decoder's new K/V, its first
+        `length` positions) at positions 0.. of every row in `slots` (a beam group shares its prompt)."""
+        self.ensure(self.used, length, self.source_cap)
+        rows = [s.row for s in slots]
+        for buf, new in zip(self.self_kv, new_kv):
+            buf[rows, :, :length] = new[batch_index][:, :length]
 
     def reorder(self, dst: list[int], src: list[int], length: int) -> None:
         """Beam search: row dst[i] continues row src[i] (every beam group of the step at once: one

@@ -23,7 +23,7 @@ MANIFEST_FILE = "manifest.json"
 
 AttentionKind = Literal["full", "causal", "local", "local_global"]
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
-PositionKind = Literal["sinusoidal", "learned", "relative", "none"]
+PositionKind = Literal["sinusoidal", "learned", "relative", "rotary", "none"]
 Task = Literal["translate", "summarize", "generate"]
 
 
@@ -67,8 +67,32 @@ class StackSpec(Strict):
     attention: AttentionSpec = AttentionSpec()
 
 
+class Rotary(Strict):
+    """Rotary position embeddings (RoPE) as transformers computes them for Llama: inverse
+    frequencies theta^(-2i/d) over the whole head, rescaled by `scaling` ('linear': divided by
+    `factor`; 'llama3': Llama 3.1's per-band rescaling between `low_freq_factor` and
+    `high_freq_factor` wavelengths of `original_max_positions`). Scalings that depend on the
+    sequence length (dynamic NTK) or scale the attention (YaRN, LongRoPE) are not expressed."""
+
+    theta: float = Field(10000.0, gt=0)
+    scaling: Literal["none", "linear", "llama3"] = "none"
+    factor: float = Field(1.0, gt=0)
+    low_freq_factor: float = Field(1.0, gt=0)
+    high_freq_factor: float = Field(4.0, gt=0)
+    original_max_positions: int | None = Field(None, ge=1, description="llama3: the pretraining context")
+
+    @model_validator(mode="after")
+    def _check(self) -> Rotary:
+        if self.scaling == "llama3" and (
+            self.original_max_positions is None or self.high_freq_factor <= self.low_freq_factor
+        ):
+            raise ValueError("llama3 scaling needs original_max_positions and high_freq_factor > low_freq_factor")
+        return self
+
+
 class ModelSpec(Strict):
-    """Enough architecture to express Marian, BART/mBART, Pegasus and T5 exactly."""
+    """Enough architecture to express Marian, BART/mBART, Pegasus, T5 (encoder-decoder) and
+    GPT-2, Llama, Qwen2 (decoder-only: no `encoder`) exactly."""
 
     vocab_size: int = Field(..., ge=2)
     d_model: int = Field(..., ge=1)
@@ -76,7 +100,7 @@ class ModelSpec(Strict):
     n_kv_heads: int | None = Field(None, ge=1, description="K/V heads (GQA/MQA); default n_heads")
     d_head: int | None = Field(None, ge=1, description="default d_model // n_heads")
     d_ff: int = Field(..., ge=1)
-    encoder: StackSpec
+    encoder: StackSpec | None = Field(..., description="None: a decoder-only model")
     decoder: StackSpec
     activation: Activation = "relu"
     gated_ffn: bool = False
@@ -87,10 +111,12 @@ class ModelSpec(Strict):
     embedding_norm: bool = False
     scale_embedding: bool = False
     positions: PositionKind = "sinusoidal"
+    rotary: Rotary | None = Field(None, description="with positions 'rotary'")
     position_offset: int = Field(0, ge=0, description="learned table index = position + offset (BART: 2)")
     max_positions: int = Field(512, ge=1)
     attention_scale: float | None = Field(None, description="default 1/sqrt(d_head); T5 uses 1.0")
     qkv_bias: bool = True
+    out_bias: bool | None = Field(None, description="bias of the attention output projection; default qkv_bias")
     ffn_bias: bool = True
     shared_embeddings: bool = True
     tie_lm_head: bool = True
@@ -105,6 +131,14 @@ class ModelSpec(Strict):
     def head_dim(self) -> int:
         return self.d_head or self.d_model // self.n_heads
 
+    @property
+    def decoder_only(self) -> bool:
+        return self.encoder is None
+
+    @property
+    def attention_out_bias(self) -> bool:
+        return self.qkv_bias if self.out_bias is None else self.out_bias
+
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
         if self.n_heads % self.kv_heads:
@@ -113,10 +147,14 @@ class ModelSpec(Strict):
             raise ValueError("d_model must be a multiple of n_heads unless d_head is given")
         if self.decoder.attention.kind not in ("causal", "local"):
             raise ValueError("decoder attention must be 'causal' or 'local' (causal local window)")
-        if self.encoder.attention.kind == "causal":
+        if self.encoder is not None and self.encoder.attention.kind == "causal":
             raise ValueError("encoder attention cannot be causal")
-        if self.positions == "relative" and self.encoder.attention.relative_bias is None:
-            raise ValueError("positions 'relative' needs attention.relative_bias on each stack")
+        if self.positions == "relative" and (self.encoder is None or self.encoder.attention.relative_bias is None):
+            raise ValueError("positions 'relative' needs an encoder and attention.relative_bias on each stack")
+        if (self.positions == "rotary") != (self.rotary is not None):
+            raise ValueError("positions 'rotary' and the rotary settings go together")
+        if self.rotary is not None and self.head_dim % 2:
+            raise ValueError("rotary positions need an even head size")
         if self.tie_lm_head and not self.shared_embeddings:
             raise ValueError("tie_lm_head needs shared_embeddings")
         return self
@@ -125,20 +163,34 @@ class ModelSpec(Strict):
 class SpecialTokens(Strict):
     pad_id: int = Field(..., ge=0)
     eos_id: int = Field(..., ge=0)
-    decoder_start_id: int = Field(..., ge=0)
+    extra_eos_ids: list[int] = Field([], description="further tokens that end an output (transformers' EOS list)")
+    decoder_start_id: int | None = Field(None, ge=0, description="the first decoder token (encoder-decoder models)")
     unk_id: int | None = Field(None, ge=0)
 
 
 class LanguageTags(Strict):
-    """How the target language is chosen.
+    """How the target language is chosen, and how the source language is marked.
 
-    `source_prefix`: the tag token starts the source (Marian multilingual `>>de<<`, heed's own
-    models); `decoder_forced`: the tag is forced as the first generated token (mBART, NLLB).
+    `source_prefix`: the tag token starts the source (Marian multilingual `>>de<<`, MADLAD's
+    `<2de>`, heed's own models); `decoder_forced`: the tag is forced as the first generated token
+    (mBART, M2M100, NLLB). `source_tag`: where the source language's own tag (one of `tokens`)
+    goes, for models that read it (M2M100 and NLLB: `before` the text; NLLB's legacy_behaviour:
+    `after` its EOS); `default_source` is the source language of requests that name none.
     """
 
     placement: Literal["source_prefix", "decoder_forced"]
     tokens: dict[str, int]
     default: str | None = None
+    source_tag: Literal["before", "after"] | None = None
+    default_source: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LanguageTags:
+        for field in ("default", "default_source"):
+            code = getattr(self, field)
+            if code is not None and code not in self.tokens:
+                raise ValueError(f"{field} {code!r} is not one of the tokens")
+        return self
 
 
 class ChatTemplate(Strict):
@@ -168,9 +220,13 @@ class Limits(Strict):
 
 
 class ModelFiles(Strict):
-    encoder: str = "encoder.onnx"
+    encoder: str | None = Field("encoder.onnx", description="None for a decoder-only model")
     decoder: str = "decoder.onnx"
     tokenizer: str = "tokenizer.json"
+
+    @property
+    def graphs(self) -> list[str]:
+        return [name for name in (self.encoder, self.decoder) if name is not None]
 
 
 class Manifest(Strict):
@@ -190,13 +246,28 @@ class Manifest(Strict):
     parameters: int = Field(0, ge=0)
     alignment_layer: int = Field(-1, description="decoder layer whose cross-attention is returned as alignment")
     chat: ChatTemplate | None = Field(None, description="how /v1/chat/completions renders messages into a prompt")
+    summarize_prompt: str | None = Field(
+        None, description="decoder-only: the prompt of /v1/summarize, {text} where the text goes (service/prompts.py)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Manifest:
         layers = self.spec.decoder.layers
         if not -layers <= self.alignment_layer < layers:
             raise ValueError(f"alignment_layer must be in [{-layers}, {layers})")
+        if self.spec.decoder_only:
+            if self.files.encoder is not None or self.languages is not None:
+                raise ValueError("a decoder-only model has no encoder graph and no target languages")
+            if self.limits.max_input_tokens >= self.spec.max_positions:
+                raise ValueError("a decoder-only model's max_input_tokens must leave room in its context to generate")
+        elif self.files.encoder is None or self.special_tokens.decoder_start_id is None:
+            raise ValueError("an encoder-decoder model needs files.encoder and special_tokens.decoder_start_id")
         return self
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """Every token that ends an output, the model's own EOS first."""
+        return (self.special_tokens.eos_id, *self.special_tokens.extra_eos_ids)
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")
@@ -223,7 +294,7 @@ def load_manifest(directory: Path, verify_hashes: bool = True) -> Manifest:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
         raise ModelLoadError(f"{path}: field '{where}': {first['msg']}") from e
-    names = (manifest.files.encoder, manifest.files.decoder, manifest.files.tokenizer)
+    names = (*manifest.files.graphs, manifest.files.tokenizer)
     missing = [name for name in names if not (path.parent / name).is_file()]
     if missing:
         raise ModelLoadError(f"{directory}: missing file {', '.join(missing)}")

@@ -61,15 +61,21 @@ class ModelRunner:
     ):
         self.providers = select_providers(provider, ort.get_available_providers())
         options = session_options(threads, spinning)
-        self.encoder = ort.InferenceSession(str(directory / manifest.files.encoder), options, providers=self.providers)
-        self.decoder = ort.InferenceSession(str(directory / manifest.files.decoder), options, providers=self.providers)
+        files, decoder_only = manifest.files, manifest.spec.decoder_only
+        self.encoder = (
+            None
+            if files.encoder is None
+            else ort.InferenceSession(str(directory / files.encoder), options, providers=self.providers)
+        )
+        self.decoder = ort.InferenceSession(str(directory / files.decoder), options, providers=self.providers)
         layers = manifest.spec.decoder.layers
         self.vocab_size = manifest.spec.vocab_size
         self.cross_outputs = graph.encoder_outputs(layers)
-        self.cache_inputs = graph.cache_inputs(layers)
+        self.step_inputs = graph.step_inputs(decoder_only)
+        self.cache_inputs = graph.cache_inputs(layers, decoder_only)
         self.new_kv_outputs = graph.new_kv_outputs(layers)
         names = {i.name for i in self.decoder.get_inputs()}
-        missing = [n for n in (*graph.DECODER_INPUTS, *self.cache_inputs) if n not in names]
+        missing = [n for n in (*self.step_inputs, *self.cache_inputs) if n not in names]
         if missing:
             raise ModelLoadError(
                 f"{directory}: decoder graph does not match the manifest's {layers} layers "
@@ -83,32 +89,28 @@ class ModelRunner:
         return self.encoder.run(self.cross_outputs, dict(zip(graph.ENCODER_INPUTS, (input_ids, attention_mask))))
 
     def decode(
-        self,
-        input_ids: np.ndarray,
-        positions: np.ndarray,
-        source_mask: np.ndarray,
-        cache: dict[str, np.ndarray],
-        top_k: int = 0,
-        logprobs: bool = False,
+        self, inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray], top_k: int = 0, logprobs: bool = False
     ) -> DecoderStep:
-        """Run the decoder on new tokens; `top_k` > 0 returns the last position's K best tokens
-        (computed in the graph; `top_logprobs` are log-probabilities only with `logprobs`), 0 the
-        whole vocabulary's logits."""
+        """Run the decoder on new tokens (`inputs` in the order of `step_inputs`); `top_k` > 0
+        returns the last position's K best tokens (computed in the graph; `top_logprobs` are
+        log-probabilities only with `logprobs`), 0 the whole vocabulary's logits."""
         k = min(top_k, self.vocab_size)
         scores = list(graph.TOP_OUTPUTS) if k else [graph.LOGITS]
-        out = self._run([*self.new_kv_outputs, *scores], input_ids, positions, source_mask, cache, k, logprobs)
+        out = self._run([*self.new_kv_outputs, *scores], inputs, cache, k, logprobs)
         new, rest = out[: len(self.new_kv_outputs)], [x[:, -1] for x in out[len(self.new_kv_outputs) :]]
         if k:
             return DecoderStep(new, top_ids=rest[0], top_logits=rest[1], top_logprobs=rest[2])
         return DecoderStep(new, logits=rest[0])
 
-    def cross_attention(
-        self, input_ids: np.ndarray, positions: np.ndarray, source_mask: np.ndarray, cache: dict[str, np.ndarray]
-    ) -> np.ndarray:
-        """-> each decoder layer's cross-attention weights, mean over heads, `[B, L, T, S]`."""
-        return self._run([graph.CROSS_ATTENTION], input_ids, positions, source_mask, cache, 1, False)[0]
+    def new_kv(self, inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Only the new tokens' K/V (a decoder-only prompt's prefill, which asks for no logits)."""
+        return self._run(self.new_kv_outputs, inputs, cache, 1, False)
 
-    def _run(self, outputs, input_ids, positions, source_mask, cache, top_k: int, logprobs: bool) -> list[np.ndarray]:
+    def cross_attention(self, inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray]) -> np.ndarray:
+        """-> each decoder layer's cross-attention weights, mean over heads, `[B, L, T, S]`."""
+        return self._run([graph.CROSS_ATTENTION], inputs, cache, 1, False)[0]
+
+    def _run(self, outputs, inputs, cache, top_k: int, logprobs: bool) -> list[np.ndarray]:
         choice = (np.array([max(top_k, 1)], dtype=np.int64), np.array([logprobs]))
-        feeds = dict(zip((*graph.DECODER_INPUTS, *graph.CHOICE_INPUTS), (input_ids, positions, source_mask, *choice)))
+        feeds = dict(zip((*self.step_inputs, *graph.CHOICE_INPUTS), (*inputs, *choice)))
         return self.decoder.run(outputs, feeds | cache)

@@ -2,8 +2,11 @@
 
 The processors and the beam search follow `transformers.generate` step for step (same order,
 same length conventions, same finished-hypothesis bookkeeping), because users who bring a
-checkpoint expect the tokens transformers gives them. Lengths: `generated` counts tokens after
-the decoder start token; transformers' `cur_len` is `generated + 1`.
+checkpoint expect the tokens transformers gives them. A search's histories start with its
+`prefix`: the decoder start token of an encoder-decoder model, or a decoder-only model's prompt
+(which transformers' processors, such as the repetition penalty, see too). Lengths: `generated`
+counts tokens after the prefix; transformers' `cur_len` is `generated + len(prefix)`. An output
+ends at any of the model's EOS tokens (`eos_ids`, transformers' list of `eos_token_id`).
 
 A search owns `rows` cache rows (1, or beam_size). Each step it receives those rows' `Scores` and
 returns, per row, the row of the previous step it continues (the cache is reordered to match).
@@ -93,7 +96,7 @@ class Scores:
 
 
 def process_scores(
-    scores: Scores, histories: list[list[int]], cfg: DecodingConfig, eos_id: int, generated: int
+    scores: Scores, histories: list[list[int]], cfg: DecodingConfig, eos_ids: tuple[int, ...], generated: int
 ) -> np.ndarray:
     """Apply the configured processors in place to `scores.values` (transformers' order)."""
     v = scores.values
@@ -108,7 +111,7 @@ def process_scores(
             if banned:
                 v[row, scores.columns(row, banned)] = NEG
     for word in cfg.bad_words_ids:
-        if list(word) == [eos_id]:
+        if len(word) == 1 and word[0] in eos_ids:
             continue
         if len(word) == 1:
             scores.set(word[0], NEG)
@@ -117,7 +120,8 @@ def process_scores(
             if tuple(history[len(history) - len(word) + 1 :]) == word[:-1]:
                 scores.set(word[-1], NEG, row)
     if generated < cfg.min_new_tokens:
-        scores.set(eos_id, NEG)
+        for eos_id in eos_ids:
+            scores.set(eos_id, NEG)
     forced = None
     if cfg.forced_bos_id is not None and generated == 0:
         forced = cfg.forced_bos_id
@@ -129,21 +133,27 @@ def process_scores(
 
 
 class Search(ABC):
-    """Base: per-row token histories (starting with the decoder start token) and the outcome."""
+    """Base: per-row token histories (starting with the prefix) and the outcome."""
 
     rows: int = 1
     keep: int = 1  # tokens a step chooses per row
     log_probs: bool = False  # scores are log-probabilities (beam search), else logits
 
-    def __init__(self, cfg: DecodingConfig, start_id: int, eos_id: int):
-        self.cfg, self.eos_id = cfg, eos_id
-        self.sequences: list[list[int]] = [[start_id] for _ in range(self.rows)]
+    def __init__(self, cfg: DecodingConfig, prefix: list[int], eos_ids: tuple[int, ...]):
+        self.cfg, self.eos_ids = cfg, eos_ids
+        self.start = len(prefix)  # where the output begins in each history
+        self.sequences: list[list[int]] = [list(prefix) for _ in range(self.rows)]
         self.generated = 0
         self.done = False
         self.finish_reason: str | None = None
 
     def last_tokens(self) -> list[int]:
         return [seq[-1] for seq in self.sequences]
+
+    @property
+    def position(self) -> int:
+        """The position of the last tokens, which the next decoder step reads."""
+        return self.start + self.generated - 1
 
     @property
     def candidates(self) -> int:
@@ -159,8 +169,8 @@ class Search(ABC):
 
     def output(self) -> list[int]:
         """Generated tokens without the start token and without a final EOS."""
-        tokens = self._best()[1:]
-        return tokens[:-1] if tokens and tokens[-1] == self.eos_id and self.finish_reason == "eos" else tokens
+        tokens = self._best()[self.start :]
+        return tokens[:-1] if tokens and tokens[-1] in self.eos_ids and self.finish_reason == "eos" else tokens
 
     def _best(self) -> list[int]:
         return self.sequences[0]
@@ -185,13 +195,13 @@ class Greedy(Search):
         return int(cols[0] if scores.ids is None else scores.ids[0, cols].min())
 
     def step(self, scores: Scores) -> Inexact | None:
-        process_scores(scores, self.sequences, self.cfg, self.eos_id, self.generated)
+        process_scores(scores, self.sequences, self.cfg, self.eos_ids, self.generated)
         token = self._choose(scores)
         if token is None:
             return INEXACT
         self.sequences[0].append(token)
         self.generated += 1
-        if token == self.eos_id:
+        if token in self.eos_ids:
             self.stop("eos")
         elif self.generated >= self.cfg.max_new_tokens:
             self.stop("length")
@@ -201,8 +211,8 @@ class Greedy(Search):
 class Sampling(Greedy):
     """Temperature, then top-k, then top-p (nucleus), then a draw from the seeded generator."""
 
-    def __init__(self, cfg: DecodingConfig, start_id: int, eos_id: int, rng: np.random.Generator):
-        super().__init__(cfg, start_id, eos_id)
+    def __init__(self, cfg: DecodingConfig, prefix: list[int], eos_ids: tuple[int, ...], rng: np.random.Generator):
+        super().__init__(cfg, prefix, eos_ids)
         self.rng = rng
 
     @property
@@ -229,20 +239,21 @@ class Sampling(Greedy):
 class BeamSearch(Search):
     """transformers' beam search (v4.50+ vectorized form), for one input.
 
-    Keeps 2*beams candidates per step so that beams finishing with EOS leave enough live ones;
+    Keeps max(2, 1 + EOS tokens) * beams candidates per step so that beams finishing with EOS
+    leave enough live ones;
     finished hypotheses are scored sum(logp) / generated**length_penalty and kept if they beat
     the worst of the `beams` best so far; stops when no live beam can improve on them.
     """
 
     log_probs = True
 
-    def __init__(self, cfg: DecodingConfig, start_id: int, eos_id: int):
-        self.rows, self.keep = cfg.beam_size, 2 * cfg.beam_size
-        super().__init__(cfg, start_id, eos_id)
+    def __init__(self, cfg: DecodingConfig, prefix: list[int], eos_ids: tuple[int, ...]):
+        self.rows, self.keep = cfg.beam_size, max(2, 1 + len(eos_ids)) * cfg.beam_size
+        super().__init__(cfg, prefix, eos_ids)
         k = self.rows
         self.running_scores = np.full(k, BEAM_PENALTY, dtype=np.float32)
         self.running_scores[0] = 0
-        self.finished: list[list[int]] = [[start_id] for _ in range(k)]
+        self.finished: list[list[int]] = [list(prefix) for _ in range(k)]
         self.finished_scores = np.full(k, BEAM_PENALTY, dtype=np.float32)
         self.is_finished = np.zeros(k, dtype=bool)
         self.improvable = True
@@ -251,7 +262,7 @@ class BeamSearch(Search):
         k, cfg = self.rows, self.cfg
         if scores.ids is None:
             scores.values = log_softmax(scores.values)
-        logp = process_scores(scores, self.sequences, cfg, self.eos_id, self.generated)
+        logp = process_scores(scores, self.sequences, cfg, self.eos_ids, self.generated)
         flat = (logp + self.running_scores[:, None]).reshape(-1)
         keep = self.keep
         top = np.argpartition(-flat, keep - 1)[:keep]
@@ -265,7 +276,7 @@ class BeamSearch(Search):
         top, parents, tokens = top[order], parents[order], tokens[order]
         cand_scores = flat[top]
         cand_seqs = [[*self.sequences[p], int(t)] for p, t in zip(parents, tokens)]
-        hits = (tokens == self.eos_id) | (self.generated + 1 >= cfg.max_new_tokens)
+        hits = np.isin(tokens, self.eos_ids) | (self.generated + 1 >= cfg.max_new_tokens)
 
         running = cand_scores + hits.astype(np.float32) * BEAM_PENALTY
         order = np.argsort(-running, kind="stable")[:k]
@@ -293,20 +304,20 @@ class BeamSearch(Search):
         self.improvable = self.improvable and bool(np.any(best_possible > worst))
         beams_full = bool(self.is_finished.all()) and cfg.early_stopping
         if not self.improvable or beams_full or hits.all():
-            self.stop("eos" if self.finished[0][-1] == self.eos_id else "length")
+            self.stop("eos" if self.finished[0][-1] in self.eos_ids else "length")
         return parents[order]
 
     def _best(self) -> list[int]:
         return self.finished[0]
 
     def alternatives(self, n: int) -> list[list[int]]:
-        found = [seq[1:] for seq, done in zip(self.finished[1:], self.is_finished[1:]) if done][:n]
-        return [seq[:-1] if seq and seq[-1] == self.eos_id else seq for seq in found]
+        found = [seq[self.start :] for seq, done in zip(self.finished[1:], self.is_finished[1:]) if done][:n]
+        return [seq[:-1] if seq and seq[-1] in self.eos_ids else seq for seq in found]
 
 
-def make_search(cfg: DecodingConfig, start_id: int, eos_id: int, rng: np.random.Generator) -> Search:
+def make_search(cfg: DecodingConfig, prefix: list[int], eos_ids: tuple[int, ...], rng: np.random.Generator) -> Search:
     if cfg.beam_size > 1:
-        return BeamSearch(cfg, start_id, eos_id)
+        return BeamSearch(cfg, prefix, eos_ids)
     if cfg.sample:
-        return Sampling(cfg, start_id, eos_id, rng)
-    return Greedy(cfg, start_id, eos_id)
+        return Sampling(cfg, prefix, eos_ids, rng)
+    return Greedy(cfg, prefix, eos_ids)

@@ -277,3 +277,198 @@ def pegasus(directory: Path, steps: int = 120, **generation) -> Path:
     model = _new(PegasusForConditionalGeneration, config)
     fit(model, tokenizer, steps=steps)
     return _save(model, directory, **generation)
+
+
+# -- decoder-only checkpoints (GPT-2, Llama, Qwen2) ---------------------------------------------------
+
+LLAMA_CHAT = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _bpe(specials: list[str], pre_tokenizer, vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A BPE vocabulary and merges trained on the corpus, `specials` first."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizer
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) else []
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
+    bpe.train_from_iterator(corpus(), trainer)
+    model = json.loads(bpe.to_str())["model"]
+    return model["vocab"], [tuple(pair) for pair in model["merges"]]
+
+
+def prompts(n: int = 12, seed: int = 5) -> list[str]:
+    """Starts of corpus-like sentences, 1 to 9 words: batches of prompts of different lengths."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(1 + (i * 5) % 9)) for i in range(n)]
+
+
+def chain_sentences(n: int = 400, seed: int = 3) -> list[str]:
+    """Sentences in which each word determines the next (word i is followed by word 7i + 3 mod N)
+    and every sixth word ends the sentence: a language a tiny model learns in a few steps, whose
+    greedy continuations depend on the prompt's last word and end at varied lengths."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        i = rng.randrange(len(WORDS))
+        words = [WORDS[i]]
+        while i % 6 and len(words) < 20:
+            i = (7 * i + 3) % len(WORDS)
+            words.append(WORDS[i])
+        sentences.append(" ".join(words))
+    return sentences
+
+
+def fit_lm(model, tokenizer, eos: int, steps: int = 150, seed: int = 0, lr: float = 1e-2) -> None:
+    """A short language-model training on `chain_sentences` that end with `eos`: continuations then
+    depend on the prompt, end with EOS at varied lengths, and have well-separated logits."""
+    texts = chain_sentences()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        rows = [[*tokenizer(texts[i]).input_ids, eos] for i in torch.randint(0, len(texts), (16,), generator=g)]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [eos] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    model.eval()
+
+
+def gpt2(directory: Path, steps: int = 150, **generation) -> Path:
+    """GPT-2: byte-level BPE, learned positions, tied head; 3 heads of 12 (odd sizes on purpose)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _bpe(["<|endoftext|>"], pre_tokenizers.ByteLevel(add_prefix_space=False), 300)
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=merges)
+    tokenizer.save_pretrained(directory)
+    eos = tokenizer.eos_token_id
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=36,
+        n_head=3,
+        n_layer=2,
+        n_inner=60,
+        n_positions=96,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos,
+        eos_token_id=eos,
+    )
+    model = _new(GPT2LMHeadModel, config)
+    fit_lm(model, tokenizer, eos, steps)
+    return _save(model, directory, **generation)
+
+
+def llama(directory: Path, steps: int = 150, rope: dict | None = None, **generation) -> Path:
+    """Llama with grouped K/V heads (6 query heads, 2 K/V heads of 8), an untied head, Llama 3.1
+    RoPE scaling whose three frequency bands all occur, a SentencePiece-style (Metaspace) BPE that
+    adds BOS, and a Llama-2-style chat template."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _bpe(["<unk>", "<s>", "</s>"], pre_tokenizers.Metaspace(), 200)
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    tokenizer.chat_template = LLAMA_CHAT
+    tokenizer.save_pretrained(directory)
+    rope = rope or {
+        "rope_type": "llama3",
+        "rope_theta": 500.0,
+        "factor": 4.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=72,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=128,
+        rope_parameters=rope,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = _new(LlamaForCausalLM, config)
+    fit_lm(model, tokenizer, tokenizer.eos_token_id, steps)
+    return _save(model, directory, **generation)
+
+
+def qwen2(directory: Path, steps: int = 150, **generation) -> Path:
+    """Qwen2 with one K/V head (MQA) of 10, Q/K/V biases, a tied head, a model vocabulary larger
+    than the tokenizer's, a ChatML template, and two EOS tokens (`<|im_end|>` first, as in
+    Qwen2.5-Instruct; the model learns to end with the other, `<|endoftext|>`)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab, merges = _bpe(specials, pre_tokenizers.ByteLevel(add_prefix_space=False), 300)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, extra_special_tokens=specials[1:])
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(directory)
+    endoftext, im_end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    config = Qwen2Config(
+        vocab_size=len(tokenizer) + 5,
+        hidden_size=40,
+        intermediate_size=56,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+        tie_word_embeddings=True,
+        eos_token_id=endoftext,
+        pad_token_id=endoftext,
+    )
+    model = _new(Qwen2ForCausalLM, config)
+    with torch.no_grad():  # Qwen2 initializes its Q/K/V biases to zero: make their import matter
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    fit_lm(model, tokenizer, endoftext, steps)
+    return _save(model, directory, **({"eos_token_id": [im_end, endoftext], "pad_token_id": endoftext} | generation))
+
+
+def mistral(directory: Path, steps: int = 150, **generation) -> Path:
+    """Mistral with a sliding window of 4 keys (shorter than most prompts, so that it matters)."""
+    from transformers import LlamaTokenizer, MistralConfig, MistralForCausalLM
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab, merges = _bpe(["<unk>", "<s>", "</s>"], pre_tokenizers.Metaspace(), 200)
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    tokenizer.save_pretrained(directory)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        sliding_window=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = _new(MistralForCausalLM, config)
+    fit_lm(model, tokenizer, tokenizer.eos_token_id, steps)
+    return _save(model, directory, **generation)

@@ -148,19 +148,19 @@ def config(**options):
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_scores():
     scores = Scores(np.array([[2.0, -2.0, 2.0, -2.0]], dtype=np.float32))
-    process_scores(scores, [[0, 1]], config(repetition_penalty=2.0), eos_id=9, generated=1)
+    process_scores(scores, [[0, 1]], config(repetition_penalty=2.0), eos_ids=(9,), generated=1)
     assert scores.values.tolist() == [[1.0, -4.0, 2.0, -2.0]]
 
 
 def test_min_new_tokens_and_forced_tokens():
     cfg = config(min_new_tokens=2, max_new_tokens=5)
     scores = np.zeros((1, 4), dtype=np.float32)
-    process_scores(Scores(scores), [[0]], cfg, eos_id=1, generated=1)
+    process_scores(Scores(scores), [[0]], cfg, eos_ids=(1,), generated=1)
     assert scores[0, 1] == -np.inf and np.isfinite(scores[0, [0, 2, 3]]).all()
     forced = replace(cfg, forced_bos_id=3, forced_eos_id=2, min_new_tokens=0)
-    first = process_scores(Scores(np.zeros((1, 4), np.float32)), [[0]], forced, eos_id=1, generated=0)
+    first = process_scores(Scores(np.zeros((1, 4), np.float32)), [[0]], forced, eos_ids=(1,), generated=0)
     assert first.argmax() == 3 and np.isinf(first[0, [0, 1, 2]]).all()
-    last = process_scores(Scores(np.zeros((1, 4), np.float32)), [[0, 3, 3, 3, 3]], forced, eos_id=1, generated=4)
+    last = process_scores(Scores(np.zeros((1, 4), np.float32)), [[0, 3, 3, 3, 3]], forced, eos_ids=(1,), generated=4)
     assert last.argmax() == 2 and np.isinf(last[0, [0, 1, 3]]).all()
 
 
@@ -186,7 +186,7 @@ def test_processors_on_the_k_best_give_the_scores_they_give_over_the_vocabulary(
     top.ids[0, -1] = 8  # make sure banned tokens are among the columns
     top.values[0, -1] = logits[0, 8]
     for scores in (full, top):
-        process_scores(scores, histories, processing(), eos_id=1, generated=2)
+        process_scores(scores, histories, processing(), eos_ids=(1,), generated=2)
     assert np.array_equal(top.values, np.take_along_axis(full.values, top.ids, -1))
 
 
@@ -196,7 +196,7 @@ def test_searches_on_the_k_best_decide_as_over_the_vocabulary(search):
     k best (falling back to the vocabulary when inexact, as the engine does): same tokens, same parents."""
     vocab, beams, rng = 50, 3, np.random.default_rng(1)
     cfg = processing(max_new_tokens=30, beam_size=beams if search == "beam" else 1)
-    make = (lambda: BeamSearch(cfg, 0, 1)) if search == "beam" else (lambda: Greedy(cfg, 0, 1))
+    make = (lambda: BeamSearch(cfg, [0], (1,))) if search == "beam" else (lambda: Greedy(cfg, [0], (1,)))
     whole, k_best_search = make(), make()
     steps, inexact = 0, []
     while not whole.done:
@@ -215,7 +215,7 @@ def test_searches_on_the_k_best_decide_as_over_the_vocabulary(search):
 
 
 def test_a_step_without_a_safe_choice_among_the_k_best_is_inexact_and_changes_nothing():
-    search = Greedy(replace(config(), bad_words_ids=((4,), (5,))), 0, 1)
+    search = Greedy(replace(config(), bad_words_ids=((4,), (5,))), [0], (1,))
     logits = np.array([[0.0, 0.1, 0.2, 0.3, 2.0, 1.0]], dtype=np.float32)
     assert search.step(k_best(logits, 2, log_probs=False)) is INEXACT  # both banned
     assert search.sequences == [[0]] and search.generated == 0

@@ -27,12 +27,13 @@ def t5_dir(tmp_path_factory):
 
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path, capsys):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ConversionError, match=r"'gpt2' is not supported; supported: bart, marian, mbart, pegasus, t5"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bloom"}))
+    supported = r"supported: bart, gpt2, llama, .*marian, mbart, mistral, pegasus, qwen2, t5"
+    with pytest.raises(ConversionError, match=r"'bloom' is not supported; " + supported):
         convert(tmp_path)
     code = export_main(["--from-hf", str(tmp_path), "--name", "x", "--task", "summarize", "--out-repo", str(tmp_path)])
     assert code == 2
-    assert "'gpt2' is not supported" in capsys.readouterr().err
+    assert "'bloom' is not supported" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import torch
 from tokenizers import Tokenizer
 
 from export.cli import main as export_main
+from export.parity import Parity
 from export.quantize import quantize_model_dir
 from service.engine import Engine
 from service.graph import cache_names
@@ -114,9 +115,9 @@ def test_logits_match_transformers(exported):
     ours = onnx_logits(
         model_dir, batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64), decoder_ids
     )
-    diff = float(np.abs(ours - reference).max())
-    print(f"{arch}: max |logit difference| vs transformers = {diff:.2e} (logit std {reference.std():.2f})")
-    assert diff <= 1e-4
+    parity = Parity.of(ours, reference)
+    print(f"{arch} vs transformers: {parity} (logit std {reference.std():.2f})")
+    assert parity.within()
 
 
 def transformers_outputs(hf_dir: Path, texts: list[str], prefix: str, beams: int, eos: int) -> list[list[int]]:

@@ -16,11 +16,12 @@ from tests.http_server import running
 
 KEY = "openai-secret"
 TEXTS = ["one hundred and twenty-three", "four thousand five hundred"]
-# a template as checkpoints write them: roles checked with raise_exception, the last user message
+# a template as checkpoints write them: roles checked with raise_exception, the last user message,
+# and the special tokens the tokenizer would add (a rendered template holds them, as in transformers)
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] not in ['system', 'user', 'assistant'] %}"
     "{{ raise_exception('unknown role ' + m['role']) }}{% endif %}{% endfor %}"
-    "{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | list | last }}"
+    "{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | list | last }}{{ eos_token }}"
 )
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from export.hf import bart, marian, t5  # noqa: F401  (importing registers the converters)
+from export.decoder_model import DecoderOnlyModel
+from export.hf import bart, gpt2, llama, m2m100, marian, qwen2, t5  # noqa: F401  (importing registers the converters)
 from export.hf.base import REGISTRY, Checkpoint, Conversion, ConversionError, converter_for
 from export.model import Seq2SeqModel
 from export.package import write_model_dir
@@ -23,10 +24,12 @@ def convert(hf_dir: Path) -> Conversion:
     return converter_for(ckpt).convert(ckpt)
 
 
-def build_model(conversion: Conversion) -> Seq2SeqModel:
-    """A `Seq2SeqModel` holding the converted weights; every parameter must come from the
-    checkpoint (except sinusoidal tables and a zero logits bias, which heed computes the same way)."""
-    model = Seq2SeqModel(conversion.spec).eval()
+def build_model(conversion: Conversion) -> Seq2SeqModel | DecoderOnlyModel:
+    """A `Seq2SeqModel` (or, for a spec without an encoder, a `DecoderOnlyModel`) holding the
+    converted weights; every parameter must come from the checkpoint (except sinusoidal tables and
+    a zero logits bias, which heed computes the same way)."""
+    model_class = DecoderOnlyModel if conversion.spec.decoder_only else Seq2SeqModel
+    model = model_class(conversion.spec).eval()
     target = model.state_dict(keep_vars=True)
     given = conversion.state_dict
     # Tied parameters appear under several names; filling one fills all.
@@ -63,9 +66,11 @@ def _computed_by_heed(name: str, conversion: Conversion) -> bool:
 
 
 def export_checkpoint(hf_dir: Path, out_dir: Path, *, name: str, task: Task, quantize: str | None = None) -> Manifest:
-    """Convert, export the fp32 graphs (checked against the PyTorch model at 1e-4), then
-    optionally quantize them in place."""
+    """Convert, export the fp32 graphs (checked against the PyTorch model, export/parity.py),
+    then optionally quantize them in place."""
     conversion = convert(hf_dir)
+    if conversion.spec.decoder_only and task != "generate":
+        raise ConversionError(f"{hf_dir}: a decoder-only checkpoint continues prompts: export it with --task generate")
     model = build_model(conversion)
     # A summarizer does not choose a target language.
     languages = conversion.languages if task == "translate" else None
@@ -78,7 +83,10 @@ def export_checkpoint(hf_dir: Path, out_dir: Path, *, name: str, task: Task, qua
         architecture=conversion.architecture,
         special_tokens=conversion.special_tokens,
         languages=languages,
+        # a model that reads the source language's tag reads every language it can write
+        source_languages=tuple(languages.tokens) if languages and languages.source_tag else (),
         generation=conversion.generation,
+        chat=conversion.chat,
     )
     if quantize == "int8":
         from export.quantize import quantize_model_dir

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from service.manifest import GenerationDefaults, LanguageTags, ModelSpec, SpecialTokens
+from service.manifest import ChatTemplate, GenerationDefaults, LanguageTags, ModelSpec, SpecialTokens
 
 ACTIVATIONS = {
     "relu": "relu",
@@ -194,6 +194,7 @@ class Conversion:
     special_tokens: SpecialTokens
     generation: GenerationDefaults
     languages: LanguageTags | None = None
+    chat: ChatTemplate | None = None
 
 
 class Converter(ABC):

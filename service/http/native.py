@@ -30,6 +30,8 @@ from service.http.schemas import (
 )
 from service.http.sse import SSE_HEADERS, native_events
 from service.jobs import Job
+from service.languages import name
+from service.manifest import Manifest
 from service.options import GenerationOptions
 from service.results import Generation
 from service.validation import RawRequest
@@ -40,8 +42,11 @@ def submit(front: FrontDoor, request: Request, body: TextRequest | GenerateReque
     name = front.model_for(body.model, task)
     request.state.model = name  # the metrics' model label, also when the request is refused below
     inputs = body.text if isinstance(body, TextRequest) else body.input
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if task == "summarize":  # a decoder-only model reads them inside its prompt
+        texts, fields["special_tokens"] = front.summary_prompts(name, texts)
     raw = RawRequest(
-        [inputs] if isinstance(inputs, str) else inputs,
+        texts,
         GenerationOptions(**{option: getattr(body, option) for option in GenerationOptions.model_fields}),
         target_lang=body.target_lang,
         source_lang=body.source_lang,
@@ -85,7 +90,7 @@ def model_info(card: ModelCard) -> ModelInfo:
         quantization=m.quantization,
         parameters=m.parameters,
         attention={
-            "encoder": spec.encoder.attention.model_dump(),
+            "encoder": spec.encoder.attention.model_dump() if spec.encoder else None,  # None: decoder-only
             "decoder": spec.decoder.attention.model_dump(),
             "heads": spec.n_heads,
             "kv_heads": spec.kv_heads,
@@ -93,15 +98,11 @@ def model_info(card: ModelCard) -> ModelInfo:
         dimensions={
             "d_model": spec.d_model,
             "d_ff": spec.d_ff,
-            "encoder_layers": spec.encoder.layers,
+            "encoder_layers": spec.encoder.layers if spec.encoder else 0,
             "decoder_layers": spec.decoder.layers,
             "vocab_size": spec.vocab_size,
         },
-        languages={
-            "target": sorted(m.languages.tokens) if m.languages else [],
-            "default_target": m.languages.default if m.languages else None,
-            "source": list(m.source_languages),
-        },
+        languages=languages(m),
         generation=m.generation.model_dump(),
         limits={
             "max_input_tokens": limits.max_input_tokens,
@@ -112,6 +113,20 @@ def model_info(card: ModelCard) -> ModelInfo:
         },
         ready=card.ready,
     )
+
+
+def languages(m: Manifest) -> dict:
+    """Codes as the model spells them (requests may also name them as service/languages.py
+    matches), and each code with a name a client can show."""
+    targets = sorted(m.languages.tokens) if m.languages else []
+    sources = list(m.source_languages)
+    return {
+        "target": targets,
+        "default_target": m.languages.default if m.languages else None,
+        "source": sources,
+        "default_source": m.languages.default_source if m.languages else None,
+        "names": {code: name(code) for code in sorted({*targets, *sources})},
+    }
 
 
 def native_routes(front: FrontDoor) -> APIRouter:

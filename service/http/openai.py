@@ -52,9 +52,11 @@ def openai_routes(front: FrontDoor) -> APIRouter:
     router = APIRouter(tags=["OpenAI"])
 
     def submit_choices(
-        request: Request, body: SamplingFields, texts: list[str], max_tokens: int | None
+        request: Request, body: SamplingFields, texts: list[str], max_tokens: int | None, special_tokens: bool = True
     ) -> list[Choice]:
-        """One job per choice, `n` per text; cancels those already queued if one is refused."""
+        """One job per choice, `n` per text; cancels those already queued if one is refused.
+        `special_tokens`: whether the tokenizer adds its own (BOS) to the text; a rendered chat
+        template holds them already, as transformers' `apply_chat_template` counts on."""
         model = front.model_for(body.model, None)
         request.state.model = model
         refuse_unsupported(body)
@@ -74,7 +76,7 @@ def openai_routes(front: FrontDoor) -> APIRouter:
                         if options.seed is not None
                         else options
                     )
-                    raw = RawRequest([text], seeded, stream=body.stream, **langs)
+                    raw = RawRequest([text], seeded, stream=body.stream, special_tokens=special_tokens, **langs)
                     choices.append(Choice(index, k == 0, front.submit(model, raw, request.state.request_id)))
         except RequestError:
             for choice in choices:
@@ -128,7 +130,8 @@ def openai_routes(front: FrontDoor) -> APIRouter:
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         model = front.model_for(body.model, None)
         prompt = front.chat_prompt(model, chat_messages(body))
-        choices = submit_choices(request, body, [prompt], body.max_completion_tokens or body.max_tokens)
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        choices = submit_choices(request, body, [prompt], max_tokens, special_tokens=False)
         head = envelope(request, "chat.completion", body.model)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

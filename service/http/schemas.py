@@ -116,7 +116,9 @@ class ModelInfo(BaseModel):
     parameters: int
     attention: dict[str, Any] = Field(description="encoder and decoder self-attention, heads and K/V heads")
     dimensions: dict[str, int]
-    languages: dict[str, Any] = Field(description="target languages (and default), source languages")
+    languages: dict[str, Any] = Field(
+        description="target and source language codes (and their defaults); names: each code's English name"
+    )
     generation: dict[str, Any] = Field(description="the model's decoding defaults")
     limits: dict[str, int] = Field(description="effective limits: the model's, capped by the server's settings")
     ready: bool
