@@ -56,6 +56,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         texts,
         decoding_options(args),
         target_lang=args.target_lang,
+        source_lang=args.source_lang,
         truncate=args.truncate,
         split_sentences=args.split_sentences,
     )
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", required=True, help="model directory (holds manifest.json)")
     gen.add_argument("--text", action="append", help="input text (repeatable); default: one per line on stdin")
     gen.add_argument("--target-lang", help="target language for translation models")
+    gen.add_argument("--source-lang", help="source language (M2M100 and NLLB mark it; default from the model)")
     gen.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's limit")
     gen.add_argument(
         "--split-sentences",

@@ -1,7 +1,11 @@
 """Language codes and language detection, for the protocols that name languages (LibreTranslate).
 
 Codes are compared case-insensitively and a regional variant falls back to its language
-(`pt-BR` -> `pt`, `EN_us` -> `en`) when the model has no code for the variant itself. Detection
+(`pt-BR` -> `pt`, `EN_us` -> `en`) when the model has no code for the variant itself. Failing
+both, a code names the model's only code of the same language, compared as ISO 639-1 where ISO 639
+gives the language one: `de`, `DE`, `deu` and `de-AT` name NLLB's `deu_Latn`, and `deu_Latn` names
+M2M100's `de`; `zh` names neither of NLLB's `zho_Hans` and `zho_Hant` (ambiguous), `zh-Hans`
+(DeepL's `ZH-HANS`) names the first. Detection
 uses py3langid, whose model ships inside the package (nothing is downloaded), restricted to the
 languages the served models read when they declare them.
 """
@@ -10,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
 import pycountry
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+from service.characters import check_text
 
 
 def normalize(code: str) -> str:
@@ -20,17 +27,38 @@ def normalize(code: str) -> str:
 
 
 def match(code: str, available: Iterable[str]) -> str | None:
-    """The code of `available` that `code` names: the same code, or its language without region."""
+    """The code of `available` that `code` names: the same code, its language without region, or
+    the one code of `available` of the same language (module docstring)."""
+    available = list(available)
     by_normal = {normalize(a): a for a in available}
     wanted = normalize(code)
-    return by_normal.get(wanted) or by_normal.get(wanted.split("-")[0])
+    found = by_normal.get(wanted) or by_normal.get(wanted.split("-")[0])
+    if found is not None:
+        return found
+    same = [a for a in available if language(a) == language(code)]
+    if len(same) > 1:  # the same language in several scripts: the one whose script is named (`zh-Hans`)
+        same = [a for a in same if normalize(a).split("-")[1:] == wanted.split("-")[1:]]
+    return same[0] if len(same) == 1 else None
+
+
+@cache
+def language(code: str) -> str:
+    """A code's language, as ISO 639-1 where ISO 639 gives it one (`deu_Latn` -> `de`), else as
+    its first subtag (`arb_Arab` -> `arb`: Standard Arabic has no two-letter code)."""
+    base = normalize(code).split("-")[0]
+    found = pycountry.languages.get(alpha_3=base) if len(base) == 3 else None
+    return getattr(found, "alpha_2", base)
 
 
 def name(code: str) -> str:
-    """The English name of a language code (the code itself when ISO 639 does not list it)."""
-    base = normalize(code).split("-")[0]
+    """The English name of a language code, with its script when the code names one (NLLB's
+    `zho_Hans`, `zho_Hant`); the code itself when ISO 639 does not list it."""
+    base, *rest = normalize(code).split("-")
     found = pycountry.languages.get(alpha_2=base) if len(base) == 2 else pycountry.languages.get(alpha_3=base)
-    return found.name if found is not None else code
+    if found is None:
+        return code
+    script = next((pycountry.scripts.get(alpha_4=part.title()) for part in rest if len(part) == 4), None)
+    return f"{found.name} ({script.name})" if script is not None else found.name
 
 
 @dataclass(frozen=True)
@@ -46,10 +74,15 @@ class Detector:
     def __init__(self, languages: Iterable[str] = ()):
         self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         known = set(self._identifier.nb_classes)
-        self._codes = {normalize(c).split("-")[0]: c for c in languages if normalize(c).split("-")[0] in known}
+        self._codes: dict[str, str] = {}
+        for code in sorted(languages):  # the first code of a language answers for it (`de` before `deu_Latn`)
+            if language(code) in known:
+                self._codes.setdefault(language(code), code)
         if self._codes:
             self._identifier.set_languages(sorted(self._codes))
 
     def detect(self, text: str) -> list[Detection]:
-        """Candidates, most likely first."""
+        """Candidates, most likely first; text that heed refuses to translate (service/characters.py)
+        is refused here too (`InvalidInput`), as detection comes before validation."""
+        check_text(text, "the text to detect the language of")
         return [Detection(self._codes.get(code, code), float(p)) for code, p in self._identifier.rank(text)[:3]]

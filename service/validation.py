@@ -4,18 +4,24 @@ for one model, or a `RequestError` that names what to change.
 Every protocol maps its fields to a `RawRequest`; the front door validates it against the model
 (manifest, tokenizer) and the limits, before anything is queued. `heed generate` validates the
 same way, without the HTTP server's caps. The effective limits of a model are `ModelLimits.of`,
-the one rule that both validation and `/v1/models` use.
+the one rule that both validation and `/v1/models` use. The characters of every text must pass
+`service.characters.check_text`, the one rule that language detection and markup parsing apply too.
+
+A request is charged to its caller's character allowance here, once validated (`ALLOWANCE`):
+every protocol's request passes this step exactly once, so no protocol module has to remember to.
 """
 
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
+from service.characters import check_text
 from service.documents import Document, split
 from service.errors import InputTooLong, InvalidInput, InvalidOptions
-from service.languages import match
+from service.languages import language, match
 from service.manifest import GenerationDefaults, Manifest
 from service.options import DecodingConfig, GenerationOptions
 from service.settings import EngineConfig
@@ -35,6 +41,19 @@ class RawRequest:
     stream: bool = False
     return_alignment: bool = False
     split_sentences: bool = False  # translated sentence by sentence, rejoined as written (service/documents.py)
+    special_tokens: bool = True  # False: the text holds them already (a prompt rendered with a chat template)
+
+
+class Allowance(Protocol):
+    """What the caller of a request may still send: the HTTP server's per-API-key character quota
+    (service/http/quotas.py), set for the request's context by the guard. Offline use has none."""
+
+    def charge(self, characters: int) -> None:
+        """Count a validated request's characters, or raise a `RequestError` (the quota is spent)
+        without counting them."""
+
+
+ALLOWANCE: ContextVar[Allowance | None] = ContextVar("heed_allowance", default=None)
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,7 @@ def validate(
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput(f"input text {i} is empty")
+        check_text(text, f"input text {i}")
     chars = sum(len(t) for t in texts)
     if caps.max_input_chars is not None and chars > caps.max_input_chars:
         raise InputTooLong(f"{chars} characters of input; this server takes at most {caps.max_input_chars}")
@@ -96,11 +116,14 @@ def validate(
         raise InvalidOptions(f"source_lang {request.source_lang!r} is not one of this model's: {', '.join(sources)}")
     cfg = resolve(request.options, manifest.generation, limits)
     prefix, cfg = _target_language(manifest, request.target_lang, cfg)
+    before, after = _source_tag(manifest, request.source_lang)
     if request.split_sentences and (request.return_alignment or request.stream):
         raise InvalidOptions("split_sentences cannot be combined with return_alignment or stream (one sequence each)")
-    documents = [split(text, request.source_lang) for text in texts] if request.split_sentences else None
+    source = language(request.source_lang) if request.source_lang else None  # `deu_Latn` -> `de`, for the splitter
+    documents = [split(text, source) for text in texts] if request.split_sentences else None
     owners = [i for i, d in enumerate(documents) for _ in d.sentences] if documents else list(range(len(texts)))
-    inputs = codec.encode([s for d in documents for s in d.sentences] if documents else texts, prefix)
+    pieces = [s for d in documents for s in d.sentences] if documents else texts
+    inputs = codec.encode(pieces, prefix + before, after, request.special_tokens)
     for j, ids in enumerate(inputs):
         if len(ids) > limits.max_input_tokens:
             if not request.truncate:
@@ -109,9 +132,13 @@ def validate(
                     f"{what} has {len(ids)} tokens; this model takes at most {limits.max_input_tokens} "
                     '(send "truncate": true to cut it)'
                 )
-            inputs[j] = ids[: limits.max_input_tokens - 1] + ids[-1:]
+            kept = 1 + len(after)  # EOS and a source tag after it
+            inputs[j] = ids[: limits.max_input_tokens - kept] + ids[-kept:]
     timeouts = [t for t in (request.timeout, caps.timeout) if t is not None]
     timeout = min(timeouts) if timeouts else math.inf
+    allowance = ALLOWANCE.get()
+    if allowance is not None:  # last: a request refused for anything else costs nothing
+        allowance.charge(chars)
     return ValidRequest(inputs, cfg, timeout, request.stream, request.return_alignment, documents)
 
 
@@ -173,10 +200,24 @@ def _target_language(manifest: Manifest, target: str | None, cfg: DecodingConfig
         if target is not None:
             raise InvalidOptions(f"model '{manifest.name}' has no target languages; leave target_lang out")
         return [], cfg
-    target = target or tags.default
-    if target not in tags.tokens:
+    code = tags.default if target is None else match(target, tags.tokens)
+    if code is None:
         choices = ", ".join(sorted(tags.tokens))
         raise InvalidOptions(f"target_lang {target!r} is not one of this model's languages: {choices}")
     if tags.placement == "source_prefix":
-        return [tags.tokens[target]], cfg
-    return [], replace(cfg, forced_bos_id=tags.tokens[target])
+        return [tags.tokens[code]], cfg
+    return [], replace(cfg, forced_bos_id=tags.tokens[code])
+
+
+def _source_tag(manifest: Manifest, source: str | None) -> tuple[list[int], list[int]]:
+    """The ids before and after the text's own that mark its language, for models that read one
+    (M2M100, NLLB: `LanguageTags.source_tag`)."""
+    tags = manifest.languages
+    if tags is None or tags.source_tag is None:
+        return [], []
+    code = tags.default_source if source is None else match(source, tags.tokens)
+    if code is None:
+        choices = ", ".join(sorted(tags.tokens))
+        raise InvalidOptions(f"source_lang {source!r} is not one of this model's languages: {choices}")
+    tag = [tags.tokens[code]]
+    return (tag, []) if tags.source_tag == "before" else ([], tag)

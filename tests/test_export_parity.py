@@ -1,5 +1,6 @@
-"""PyTorch model vs exported ONNX graphs: logits within 1e-4 on a padded batch of 3, decoding
-step by step with the cache, for specs that together cover every attention variant and model knob."""
+"""PyTorch model vs exported ONNX graphs: logits within 1e-4 of their magnitude (export/parity.py)
+on a padded batch of 3, decoding step by step with the cache, for specs that together cover every
+attention variant and model knob; and the rule itself, on logits near 1 and in the thousands."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.demo import build_model_dir, spec
-from export.parity import max_logit_difference
+from export.demo import build_model, build_model_dir, spec
+from export.parity import PARITY_TOLERANCE, Parity, ParityError, compare
 from service.manifest import load_manifest
 
 CAUSAL = {"kind": "causal"}
@@ -64,9 +65,33 @@ def exported(request, tmp_path_factory):
 
 def test_onnx_logits_match_pytorch(exported):
     name, model, directory = exported
-    diff = max_logit_difference(model, directory, lengths=(9, 4, 6), target_len=7, seed=3)
-    print(f"{name}: max |logit diff| = {diff:.2e}")
-    assert diff <= 1e-4
+    parity = compare(model, directory, lengths=(9, 4, 6), target_len=7, seed=3)
+    print(f"{name}: {parity}")
+    assert parity.within()
+
+
+def test_tolerance_scales_with_the_logits():
+    """1.7e-3 is float32 rounding for logits in the thousands, a real error for logits near 1."""
+    reference = np.array([[4000.0, -2500.0], [12.0, 3.0]], np.float32)
+    large = Parity.of(reference + np.float32(1.7e-3), reference)
+    assert large.scale == 4000.0 and large.within() and large.relative < 1e-6
+    small = Parity.of(np.array([0.5 + 1.7e-3], np.float32), np.array([0.5], np.float32))
+    assert small.scale == 1.0 and not small.within()  # below 1, the scale is 1: an absolute 1e-4
+    assert "1.70e-03" in str(small) and f"{small.relative:.2e}" in str(small)
+
+
+def test_a_wrong_graph_is_refused_with_both_figures(tmp_path):
+    """Graphs checked against another model's weights fail (their top tokens differ); logits off by
+    more than the tolerance fail with the absolute and the relative figure."""
+    _, directory = build_model_dir(tmp_path, "right", spec())
+    with pytest.raises(ParityError, match="top_ids"):
+        compare(build_model(spec(), seed=5), directory)
+    with pytest.raises(ParityError) as refused:
+        Parity(absolute=0.9, scale=3000.0).require("model-dir")
+    assert str(refused.value) == (
+        "model-dir: ONNX logits differ from PyTorch: max |delta| 9.00e-01, 3.00e-04 relative to the largest "
+        f"|logit| 3e+03 (allowed: {PARITY_TOLERANCE:.0e} relative)"
+    )
 
 
 def dims(path, name):

@@ -4,16 +4,23 @@ position buckets computed by each stack's first layer and shared by its other la
 v1.0: ReLU FFN, LM head tied to the embeddings and fed `d_model**-0.5`-scaled hidden states.
 v1.1 / flan: gated-GELU (tanh) FFN (`wi_0` activated, times `wi_1`) and, in checkpoints that store
 `lm_head.weight`, an untied head without the scale.
+
+MADLAD-400 style: a T5 whose vocabulary holds `<2xx>` tokens is a multilingual translator; the
+target language's token starts the source (`source_prefix`), as MADLAD's users write `<2de> text`.
 """
 
 from __future__ import annotations
+
+import re
 
 from tokenizers import Tokenizer
 from torch import Tensor
 
 from export.hf.base import Checkpoint, ConversionError, Converter, Weights, activation, register
 from export.hf.tokenizer import fast_tokenizer
-from service.manifest import ModelSpec, StackSpec
+from service.manifest import LanguageTags, ModelSpec, StackSpec
+
+MADLAD_LANGUAGE = re.compile(r"^<2([A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*)>$")  # <2de>, <2zh_Latn>, ...
 
 
 @register
@@ -92,6 +99,11 @@ class T5Converter(Converter):
 
     def tokenizer(self, ckpt: Checkpoint) -> Tokenizer:
         return fast_tokenizer(ckpt.directory)
+
+    def languages(self, ckpt: Checkpoint, tokenizer: Tokenizer) -> LanguageTags | None:
+        vocab = tokenizer.get_vocab(with_added_tokens=True)
+        tokens = {m.group(1): i for t, i in vocab.items() if (m := MADLAD_LANGUAGE.match(t))}
+        return LanguageTags(placement="source_prefix", tokens=dict(sorted(tokens.items()))) if tokens else None
 
     def default_decoder_start(self, ckpt: Checkpoint, pad: int, eos: int) -> int:
         return pad  # T5 starts decoding with its pad token
