@@ -12,11 +12,16 @@ class ModelLoadError(HeedError):
     """A model directory cannot be served (bad manifest, missing or corrupt files)."""
 
 
+class SettingsError(HeedError):
+    """A setting names something heed cannot use (an API keys file that does not validate)."""
+
+
 class RequestError(HeedError):
     """A request heed refuses; the message tells the caller what to change."""
 
     status: int = 400
     type: str = "invalid_request"
+    retry_after: int | None = None  # seconds, sent as Retry-After (else the server's, with 503)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -51,6 +56,23 @@ class WrongTask(RequestError):
 class UnsupportedLanguage(RequestError):
     status = 422
     type = "unsupported_language"
+
+
+class RateLimited(RequestError):
+    """The API key's requests per minute are spent (service/http/quotas.py)."""
+
+    status = 429
+    type = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """The API key's characters for the period are spent (DeepL's clients expect 456 for it)."""
+
+    type = "quota_exceeded"
 
 
 class Overloaded(RequestError):

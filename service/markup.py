@@ -26,6 +26,7 @@ from typing import Literal
 from lxml import etree
 from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNode
 
+from service.characters import check_text
 from service.errors import InvalidInput
 
 Kind = Literal["html", "xml"]
@@ -57,7 +58,10 @@ class Markup:
 
 def parse(document: str, kind: Kind, ignore: frozenset[str] = frozenset()) -> Markup:
     """The text runs of an HTML or XML document (or fragment), outside the elements named in
-    `ignore` (left as written, as `VERBATIM`'s are); malformed XML raises `InvalidInput`."""
+    `ignore` (left as written, as `VERBATIM`'s are); malformed XML, and characters that heed
+    refuses in any text (service/characters.py: the HTML parser would drop them silently), raise
+    `InvalidInput`."""
+    check_text(document, f"the {kind.upper()} document")
     if kind == "html":
         return _parse_html(document, VERBATIM | {name.lower() for name in ignore})
     if kind == "xml":
@@ -152,7 +156,7 @@ def _read_xml(document: str, whole: bool) -> etree._Element:
     # UTF-8, whatever encoding the XML declaration names: the document came as a str
     parser = etree.XMLParser(resolve_entities=False, no_network=True, strip_cdata=False, encoding="utf-8")
     try:
-        return etree.fromstring(source.encode("utf-8", "surrogatepass"), parser)
+        return etree.fromstring(source.encode("utf-8"), parser)
     except etree.XMLSyntaxError as e:
         if not parser.error_log:
             raise InvalidInput(f"the XML document is not well-formed: {e.msg}") from e

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.logformat import LogFormat
+
 
 class EngineConfig(BaseModel):
     """How one model's engine runs; each default is defined here once."""
@@ -49,16 +51,39 @@ class Settings(BaseSettings, EngineConfig):
         description="seconds an idle client connection stays open; longer than clients' and proxies' own "
         "(httpx 5 s, nginx 60 s), so that they close first and never send on a connection the server is closing",
     )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="open client connections: a request that arrives while more are open gets 503 + Retry-After; "
+        "past twice as many, a new connection is closed at once, unanswered (service/http/connections.py)",
+    )
+    read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a client has to send a request's headers (from connecting, or from the request's "
+        "first byte on a kept-alive connection), and again its body; later -> 408 and the connection is closed",
+    )
     max_texts: int = Field(64, ge=1, description="texts in one request")
     retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with 503")
     default_translate_model: str | None = Field(None, description="model of /v1/translate without 'model'")
     default_summarize_model: str | None = Field(None, description="model of /v1/summarize without 'model'")
     warmup: bool = Field(True, description="decode a few tokens per model before reporting ready")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: LogFormat = Field("text", description="text, or json: one JSON object per line (service/logformat.py)")
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector to send request traces to (service/tracing.py), e.g. "
+        "http://collector:4318; the standard OTEL_EXPORTER_OTLP_* variables turn tracing on too",
+    )
 
     # Security and request limits (service/http/guard.py).
     api_keys: SecretStr | None = Field(
         None, description="comma-separated API keys; when set, /v1 and the docs need 'Authorization: Bearer <key>'"
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="a TOML file of API keys, each with optional limits on requests per minute and characters "
+        "per period (service/http/quotas.py); accepted besides HEED_API_KEYS's, which have no limits",
     )
     cors_origins: str | None = Field(None, description="comma-separated origins allowed by CORS; unset = CORS off")
     max_body_bytes: int = Field(1 << 20, ge=1, description="request bodies over this many bytes get 413")

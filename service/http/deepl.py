@@ -7,9 +7,11 @@ body over it. The key is the header `Authorization: DeepL-Auth-Key <key>` (the g
 `Bearer`); the `auth_key` field is not read, as DeepL itself no longer reads it (January 2026:
 keys in query strings and bodies end up in logs). Errors are DeepL's `{"message": ...}` with its
 statuses: 403 for a missing or wrong key, 400 for a bad request, 413 for too much text, 429 when
-overloaded or shutting down (DeepL's clients retry it with backoff). The model is the translate model whose
-languages cover the pair (`FrontDoor.translation_model`); DeepL's codes (`DE`, `EN-US`, `PT-BR`)
-are matched case-insensitively, a regional variant falling back to its language.
+overloaded or shutting down, or when the key is over its requests per minute (DeepL's clients
+retry it with backoff), 456 when the key's character quota is spent (service/http/quotas.py).
+The model is the translate model whose languages cover the pair (`FrontDoor.translation_model`);
+DeepL's codes (`DE`, `EN-US`, `PT-BR`) are matched case-insensitively, a regional variant falling
+back to its language.
 
 Where heed cannot do what DeepL does, it does what DeepL does for a language without the feature,
 and refuses what it could only ignore by changing what the answer means:
@@ -31,38 +33,34 @@ and refuses what it could only ignore by changing what the answer means:
 - `split_sentences` `0` translates each text whole; `1` (DeepL's default) and `nonewlines` both
   translate it sentence by sentence (`RawRequest.split_sentences`).
 - `billed_characters` is answered when `show_billed_characters` is set (DeepL's clients set it),
-  and is the text's length; `/v2/usage` counts the same characters (`usage_counts`).
+  and is the text's length; `/v2/usage` reports the key's account (`usage_counts`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.characters import check_text
 from service.errors import InvalidInput
 from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
 from service.http.fields import read_fields
 from service.http.markup_jobs import prose, translate_markup
-from service.languages import match, name, normalize
+from service.http.quotas import Account
+from service.languages import language, match, name, normalize
 from service.markup import Kind, parse
 from service.validation import RawRequest
 
 PATHS = frozenset({"/v2/translate", "/v2/languages", "/v2/usage"})
 
 
-class Usage:
-    """The characters of source text this process has translated through `/v2/translate`."""
-
-    def __init__(self) -> None:
-        self.characters = 0
-
-
-# heed has no quota: the largest count a JSON number holds exactly everywhere (JavaScript's too),
-# so that no client ever sees the limit reached (9e15 characters: centuries at a million a second)
+# a key without a character quota: the largest count a JSON number holds exactly everywhere (JavaScript's
+# too), so that no client ever sees the limit reached (9e15 characters: centuries at a million a second)
 CHARACTER_LIMIT = 2**53 - 1
 
 FORMALITIES = frozenset({"default", "prefer_more", "prefer_less"})  # what DeepL takes without formality support
@@ -75,12 +73,19 @@ def _status(status: int) -> int:
     return {401: 403, 404: 400, 422: 400, 503: 429}.get(status, status)
 
 
-ERROR_STYLE = ErrorStyle(PATHS, _status, lambda type_, message, request_id: {"message": message})
+ERROR_STYLE = ErrorStyle(
+    PATHS, _status, lambda type_, message, request_id: {"message": message}, by_type={"quota_exceeded": 456}
+)
 
 
-def deepl_code(code: str) -> str:
-    """A model's language code as DeepL writes it: `en` -> `EN`, `pt_br` -> `PT-BR`."""
-    return normalize(code).upper()
+def deepl_code(code: str, codes: Iterable[str] = ()) -> str:
+    """A model's language code as DeepL writes it: `en` -> `EN`, `pt_br` -> `PT-BR`, NLLB's
+    `deu_Latn` -> `DE`; a script stays only where `codes` (the list it is shown in) has the
+    language in another script too (`zho_Hans` -> `ZH-HANS`, as DeepL writes Chinese)."""
+    _, *rest = normalize(code).split("-")
+    script = len(rest) == 1 and len(rest[0]) == 4
+    alone = sum(language(other) == language(code) for other in codes) <= 1
+    return "-".join([language(code), *([] if script and alone else rest)]).upper()
 
 
 def flag(value: Any) -> bool:
@@ -95,6 +100,8 @@ def texts_of(fields: dict[str, Any]) -> list[str]:
         raise InvalidInput("Parameter 'text' not specified.")
     if not all(isinstance(text, str) for text in texts):
         raise InvalidInput("Parameter 'text' must be a list of strings.")
+    for i, text in enumerate(texts):  # blank texts are answered unvalidated: the rule applies to them here
+        check_text(text, f"text {i}")
     return texts
 
 
@@ -139,7 +146,6 @@ def check_options(fields: dict[str, Any]) -> None:
 
 def deepl_routes(front: FrontDoor) -> APIRouter:
     router = APIRouter(tags=["DeepL"])
-    usage = Usage()
 
     def pairs() -> tuple[list[str], list[str]]:
         """The source and the target languages of the served models, in the models' codes."""
@@ -150,7 +156,7 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
         """The model's code of a DeepL language parameter, or a 400 that names the supported ones."""
         code = match(wanted, codes) if isinstance(wanted, str) else None
         if code is None:
-            supported = ", ".join(deepl_code(c) for c in codes) or "none"
+            supported = ", ".join(deepl_code(c, codes) for c in codes) or "none"
             raise InvalidInput(f"Value for '{field}' not supported: {wanted!r}; this server's are {supported}.")
         return code
 
@@ -176,9 +182,8 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
             translated = await translate_markup(request, front, model, documents, target, source, split)
         else:
             translated = await translate_texts(request, model, texts, target, source, split)
-        usage.characters += sum(len(text) for text in texts)
         billed = flag(fields.get("show_billed_characters"))
-        detected = deepl_code(source)
+        detected = deepl_code(source, pairs()[0])
         return JSONResponse(
             {
                 "translations": [
@@ -208,17 +213,23 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
         kind = (await read_fields(request)).get("type") or "source"
         sources, targets = pairs()
         if kind == "source":
-            return [{"language": deepl_code(code), "name": name(code)} for code in sources]
+            return [{"language": deepl_code(code, sources), "name": name(code)} for code in sources]
         if kind == "target":
-            return [{"language": deepl_code(code), "name": name(code), "supports_formality": False} for code in targets]
+            return [
+                {"language": deepl_code(code, targets), "name": name(code), "supports_formality": False}
+                for code in targets
+            ]
         raise InvalidInput(f"Value for 'type' not supported: {kind!r} (source or target).")
 
     @router.api_route("/v2/usage", methods=["GET", "POST"], summary="DeepL: characters translated, and the limit")
-    async def usage_counts() -> dict:
-        """heed has no quota: `character_count` is the characters of source text that this process
-        has translated through `/v2/translate` (it restarts at 0 with the process, and counts each
-        replica alone); `character_limit` is a number no count reaches, so that clients never
-        report a limit reached (DeepL's clients check `count >= limit`)."""
-        return {"character_count": usage.characters, "character_limit": CHARACTER_LIMIT}
+    async def usage_counts(request: Request) -> dict:
+        """The key's account (the guard's; without keys, everybody's): `character_count` is the
+        characters its requests had translated, through any protocol, in the quota's current period
+        (since the process started, for a key without a quota; each replica counts alone);
+        `character_limit` its quota, or a number no count reaches, so that clients never report a
+        limit reached (DeepL's clients check `count >= limit`)."""
+        account: Account = request.state.account
+        limit = account.character_limit
+        return {"character_count": account.characters_used(), "character_limit": limit or CHARACTER_LIMIT}
 
     return router

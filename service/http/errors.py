@@ -1,13 +1,15 @@
 """The one error builder: every error heed answers, from a route, the guard, a validation
 failure or an SSE stream, is built here. heed's own shape is `{"error": {"type", "message",
 "request_id"}}`; a protocol whose clients expect another (LibreTranslate's `{"error": message}`)
-registers an `ErrorStyle` for its paths, with its own status codes."""
+registers an `ErrorStyle` for its paths, with its own status codes. Messages may quote what the
+client sent; characters that have no UTF-8 form (lone surrogates from JSON escapes) are written as
+escapes, so that no error answer fails to encode."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +37,7 @@ class ErrorStyle:
     paths: frozenset[str] = frozenset()
     status: Callable[[int], int] = lambda status: status
     body: Callable[[str, str, str | None], dict] = error_body
+    by_type: Mapping[str, int] = field(default_factory=dict)  # a status for an error type, over `status`
 
 
 class ErrorStyles:
@@ -46,7 +49,8 @@ class ErrorStyles:
 
     def build(self, path: str, status: int, type_: str, message: str, request_id: str | None) -> tuple[int, dict]:
         style = self._by_path.get(path, self._native)
-        return style.status(status), style.body(type_, message, request_id)
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        return style.by_type.get(type_) or style.status(status), style.body(type_, message, request_id)
 
 
 def error_headers(request_id: str | None, retry_after: int | None = None) -> dict[str, str]:
@@ -84,7 +88,8 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
     async def request_error(request: Request, e: RequestError) -> JSONResponse:
         if e.status >= 500 and e.status != 503:
             log.error("request %s answered %d %s: %s", request.state.request_id, e.status, e.type, e.message)
-        return error_response(request, e.status, e.type, e.message, retry_after if e.status == 503 else None)
+        retry = e.retry_after if e.retry_after is not None else retry_after if e.status == 503 else None
+        return error_response(request, e.status, e.type, e.message, retry)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:

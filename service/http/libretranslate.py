@@ -5,7 +5,8 @@ string (the body's fields win). The model is the translate model whose languages
 (`FrontDoor.translation_model`); `source` `auto` detects the language first. `format` `html`
 translates the text of HTML documents and keeps their markup (service/markup.py). Errors are
 LibreTranslate's `{"error": message}`, with its status codes: 400 for a bad request, 403 for a
-bad API key (`api_key` in the body or the query, or the bearer header; `/languages` needs none).
+bad API key (`api_key` in the body or the query, or the bearer header; `/languages` needs none),
+429 for a key over its request rate or character quota (service/http/quotas.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ FORMATS = ("text", "html")  # html: each q is an HTML document or fragment, answ
 def _status(status: int) -> int:
     if status == 401:
         return 403
-    return 400 if 400 <= status < 500 else status
+    return 400 if 400 <= status < 500 and status != 429 else status
 
 
 ERROR_STYLE = ErrorStyle(PATHS, _status, lambda type_, message, request_id: {"error": message})

@@ -2,11 +2,14 @@
 
 On SIGTERM readiness turns false, new requests get 503, requests in flight finish (up to
 `HEED_SHUTDOWN_GRACE` seconds), then the process exits 0. A second signal stops at once.
+uvicorn's protocol is heed's (service/http/connections.py): it counts the open connections and
+bounds the time a request's headers may take.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 import time
 
@@ -15,6 +18,8 @@ from fastapi import FastAPI
 
 from service.http.accounting import RequestIdFilter
 from service.http.app import create_app
+from service.http.connections import protocol
+from service.logformat import configure_logging
 from service.settings import Settings
 
 log = logging.getLogger("heed.server")
@@ -52,21 +57,36 @@ class GracefulServer(uvicorn.Server):
         return False
 
 
+SPARE_DESCRIPTORS = 256  # beyond the connections: model files, logs, the listening socket, threads' pipes
+
+
+def reserve_descriptors(needed: int) -> None:
+    """Raise the process's soft limit on open files towards `needed` (within the hard limit, as Go's
+    runtime and nginx's worker_rlimit_nofile do): a shell's default of 1024 is below the connections
+    that `HEED_MAX_CONNECTIONS` lets in, and past it accept() fails for every client."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning("open files are limited to %d; HEED_MAX_CONNECTIONS needs about %d (ulimit -n)", target, needed)
+
+
 def serve(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RequestIdFilter())
+    configure_logging(settings.log_level, settings.log_format).addFilter(RequestIdFilter())
     app = create_app(settings)
+    reserve_descriptors(app.state.connections.hard_limit + SPARE_DESCRIPTORS)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
+        log_config=None,  # uvicorn's records go through heed's handler (service/logformat.py)
         access_log=False,
         timeout_keep_alive=settings.keep_alive,
+        http=protocol(app.state.connections, settings.read_timeout),
     )
     server = GracefulServer(config, app, settings.shutdown_grace)
     server.run()
