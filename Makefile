@@ -11,7 +11,7 @@ DEV_VENV := .venv-dev
 MODEL_REPO ?= models
 HEED_PORT ?= 8000
 
-.PHONY: serve test lint models evaluate clean system-deps loadtest reliability nginx
+.PHONY: serve test lint models evaluate clean system-deps loadtest reliability nginx image image-prometheus docker-compose
 
 $(SERVE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
@@ -41,7 +41,7 @@ evaluate: $(MODEL_REPO)/.ready
 serve: $(SERVE_VENV)/.installed $(MODEL_REPO)/.ready
 	HEED_PORT=$(HEED_PORT) $(SERVE_VENV)/bin/heed serve --model-repo $(MODEL_REPO)
 
-test: system-deps $(DEV_VENV)/.installed
+test: system-deps nginx $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/python -m pytest -q
 
@@ -95,3 +95,25 @@ nginx:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }
+
+# Container images (deploy/docker/images.sh): starts Docker's daemon when none runs (installing
+# Debian's docker.io when there is none), takes PYTHON_IMAGE as the base when it can be pulled and
+# otherwise builds one from Debian's packages (deploy/docker/debian-base.sh, once), then builds
+# heed's CPU image (HEED_IMAGE) serving the prepared default models, or Prometheus from Debian's
+# package on the same base (PROMETHEUS_IMAGE) for the compose stack's test profile.
+HEED_IMAGE ?= heed:cpu
+PROMETHEUS_IMAGE ?= heed-prometheus:debian
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+IMAGE_ENV = HEED_IMAGE=$(HEED_IMAGE) PROMETHEUS_IMAGE=$(PROMETHEUS_IMAGE) PYTHON_IMAGE=$(PYTHON_IMAGE)
+image: $(MODEL_REPO)/.ready
+	$(IMAGE_ENV) deploy/docker/images.sh heed
+
+image-prometheus:
+	$(IMAGE_ENV) deploy/docker/images.sh prometheus
+
+# Debian's docker-compose (1.29) for the compose stack (installed only when missing).
+docker-compose:
+	@command -v docker-compose >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; }

@@ -48,7 +48,9 @@ class Request:
         self.id, self.sequences, self.timeout = request_id, sequences, timeout
         self.status = RequestStatus.WAITING
         self.arrival = self.deadline = math.nan  # set by `Scheduler.add`, on the scheduler's clock
+        self.admitted_at: float | None = None  # its first sequence admitted (a trace's queueing ends)
         self.first_token_at: float | None = None
+        self.ended_at: float | None = None  # finished or dropped
         self.error: RequestError | None = None  # why it ended, unless FINISHED
         self.pending: deque[SequenceLike] = deque(sequences)  # not admitted yet
         self.running: set[SequenceLike] = set()  # admitted, not finished
@@ -131,7 +133,7 @@ class Scheduler:
             request.running.add(sequence)
             output.admitted.append(sequence)
             if request.status is RequestStatus.WAITING:
-                request.status = RequestStatus.RUNNING
+                request.status, request.admitted_at = RequestStatus.RUNNING, now
                 self.running.append(request)
             if not request.pending:
                 self.waiting.popleft()
@@ -149,7 +151,7 @@ class Scheduler:
             self.rows_used -= sequence.rows
             request.running.discard(sequence)
             if not request.running and not request.pending:
-                request.status = RequestStatus.FINISHED
+                request.status, request.ended_at = RequestStatus.FINISHED, now
                 self.running.remove(request)
                 done.append(request)
         return SchedulerUpdate(started, done)
@@ -172,5 +174,5 @@ class Scheduler:
             self.running.remove(request)
         if request in self.waiting:
             self.waiting.remove(request)
-        request.status, request.error = status, error
+        request.status, request.error, request.ended_at = status, error, self.clock()
         output.dropped.append(request)

@@ -23,6 +23,7 @@ from service.metrics import Metrics
 from service.scheduler import Request, RequestStatus, Scheduler, SchedulerOutput, SchedulerUpdate
 from service.settings import Settings
 from service.tokenizer import TextCodec
+from service.tracing import note_scheduled
 from service.validation import ModelLimits, RawRequest, RequestCaps, validate
 
 log = logging.getLogger("heed.worker")
@@ -65,6 +66,7 @@ class ModelWorker:
             self._jobs[scheduled] = job
             self.metrics.queue_depth.labels(self.name).set(len(self.scheduler.waiting))
             self._cond.notify()
+        note_scheduled(self.name, scheduled)  # its phases in the HTTP request's trace, if traced
         return job
 
     def cancel(self, request: Request) -> None:

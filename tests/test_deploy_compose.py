@@ -1,6 +1,7 @@
 """docker-compose.yml: valid against the Compose Specification schema (vendored, offline), and
 wired together: the files it mounts exist, Prometheus scrapes the heed service on its port,
-Grafana's datasource points at the Prometheus service and its dashboards are where it mounts them."""
+Grafana's datasource points at the Prometheus service and its dashboards are where it mounts them.
+The test profile (host network) is also run for real: tests/test_deploy_stack.py."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_schema_rejects_broken_variants(compose, mutate):
 
 
 def test_services_and_their_mounts(compose):
-    services = compose["services"]
+    services = {name: s for name, s in compose["services"].items() if "profiles" not in s}
     assert set(services) == {"heed", "prometheus", "grafana"}
     assert services["heed"]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
     assert (ROOT / services["heed"]["build"]["dockerfile"]).is_file()
@@ -59,12 +60,37 @@ def test_services_and_their_mounts(compose):
         assert ":latest" not in services[name]["image"] and ":" in services[name]["image"]
 
 
-def test_heed_container_is_locked_down(compose):
-    heed = compose["services"]["heed"]
+@pytest.mark.parametrize("service", ["heed", "heed-loopback"])
+def test_heed_container_is_locked_down(compose, service):
+    heed = compose["services"][service]
     assert heed["read_only"] is True and "/tmp" in heed["tmpfs"]
     assert heed["cap_drop"] == ["ALL"]
-    assert "/readyz" in " ".join(heed["healthcheck"]["test"])
-    assert heed["environment"]["HEED_HOST"] == "0.0.0.0"
+    assert "/readyz" in " ".join(heed["healthcheck"]["test"]) and "HEED_PORT" in heed["healthcheck"]["test"][-1]
+
+
+def test_default_heed_listens_on_every_interface(compose):
+    assert compose["services"]["heed"]["environment"]["HEED_HOST"] == "0.0.0.0"
+
+
+def test_test_profile_is_heed_and_prometheus_on_the_host_network(compose):
+    profiled = {name: s for name, s in compose["services"].items() if "profiles" in s}
+    assert set(profiled) == {"heed-loopback", "prometheus-loopback"}
+    for name, service in profiled.items():
+        assert service["profiles"] == ["test"] and service["network_mode"] == "host", name
+        assert "ports" not in service and "build" not in service, name  # images come from `make image*`
+    heed = profiled["heed-loopback"]
+    assert heed["environment"]["HEED_HOST"] == "127.0.0.1"  # loopback only
+    assert heed["image"] == compose["services"]["heed"]["image"].join(["${HEED_IMAGE:-", "}"])
+    prometheus = profiled["prometheus-loopback"]
+    assert prometheus["image"] == "${PROMETHEUS_IMAGE:-heed-prometheus:debian}"
+    start = prometheus["command"][0]
+    heed_port = heed["environment"]["HEED_PORT"]
+    assert f"s/heed:8000/127.0.0.1:{heed_port}/" in start and "exec prometheus" in start
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
+    assert mounts == {
+        "/etc/prometheus/prometheus.yml": "./deploy/prometheus/prometheus.yml",
+        "/etc/prometheus/heed-alerts.yml": "./deploy/prometheus/heed-alerts.yml",
+    }
 
 
 def test_prometheus_scrapes_heed_and_loads_the_rules(compose):

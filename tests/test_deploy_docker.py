@@ -1,5 +1,6 @@
 """The Dockerfiles: hadolint clean, and the properties the deployment relies on (no torch in the
-runtime image, models built in the builder, non-root, a health check on /healthz)."""
+image, the prepared default models copied in, non-root, a health check on /healthz). The CPU image
+is also built and run: tests/test_deploy_container.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import re
 
 import pytest
 
-from tests.deploy_helpers import DEPLOY, run, tool
+from tests.deploy_helpers import DEPLOY, ROOT, run, tool
 
 DOCKERFILES = [DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.gpu"]
+LINTED = [*DOCKERFILES, DEPLOY / "prometheus" / "Dockerfile"]
 
 
 def stages(path) -> dict[str, str]:
@@ -27,7 +29,7 @@ def stages(path) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("dockerfile", LINTED, ids=lambda p: p.parent.name + "/" + p.name)
 def test_hadolint_reports_nothing(dockerfile):
     result = run(tool("hadolint"), "--no-color", "--failure-threshold", "info", str(dockerfile))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -44,21 +46,29 @@ def test_hadolint_as_invoked_does_catch_problems(tmp_path):
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_models_are_built_with_torch_and_served_without(dockerfile):
+def test_serves_the_prepared_models_without_torch(dockerfile):
     found = stages(dockerfile)
-    assert list(found) == ["builder", "runtime"]
-    builder, runtime = found["builder"], found["runtime"]
-    assert re.search(r"pip install [^\n]*torch==", builder)
-    assert re.search(r'pip install [^\n]*"\./\[export\]"', builder)
-    assert "python -m export.demo --out-repo /models" in builder
+    assert list(found) == ["runtime"]
+    runtime = found["runtime"]
     installs = re.findall(r"pip install ([^\n&]*)", runtime)
-    assert installs, "the runtime stage installs heed"
+    assert installs, "the image installs heed"
     for args in installs:
         assert "torch" not in args and "export" not in args and "[" not in args, args
-    assert re.search(r"COPY --from=builder\b[^\n]* /models /models", runtime)
-    assert "COPY service ./service" in runtime and "COPY export" not in runtime
+    assert re.search(r"^COPY models /models$", runtime, re.MULTILINE)  # what `make models` prepared
+    assert "COPY service ./service" in runtime and "COPY export" not in runtime and "export." not in runtime
     assert "HEED_MODEL_REPO=/models" in runtime
     assert 'ENTRYPOINT ["heed", "serve"]' in runtime
+
+
+def test_cpu_image_base_is_python_slim_unless_given():
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.\d+-slim-\w+$", (DEPLOY / "docker" / "Dockerfile").read_text(), re.M)
+
+
+def test_build_context_holds_only_what_the_images_copy():
+    """.dockerignore admits the installed sources and the prepared models, nothing else."""
+    rules = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    assert {rule[1:] for rule in rules if rule.startswith("!")} == {"pyproject.toml", "README.md", "service", "models"}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

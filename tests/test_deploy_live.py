@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import urllib.parse
 
 import pytest
 import yaml
@@ -26,10 +25,12 @@ from tests.deploy_helpers import (
     DEPLOY,
     ROOT,
     build_deploy_repo,
+    evaluated_rules,
     exported_series,
     get,
     heed_server,
     post_json,
+    prometheus_query,
     promql_metrics,
     stop,
     tool,
@@ -117,14 +118,6 @@ def test_image_healthcheck_command_probes_heed(heed, dockerfile):
     assert nobody.returncode != 0
 
 
-def query(prometheus: str, promql: str) -> list[dict]:
-    status, body = get(prometheus + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
-    assert status == 200, body[:300]
-    answer = json.loads(body)
-    assert answer["status"] == "success"
-    return answer["data"]["result"]
-
-
 @pytest.fixture
 def prometheus(heed, tmp_path):
     """Debian's prometheus scraping heed every second, with heed's alert rules loaded."""
@@ -165,24 +158,19 @@ def test_prometheus_scrapes_heed_and_reads_its_metrics(heed, prometheus):
     status, payload = post_json(heed + "/v1/translate", json.dumps({"text": "hello world"}).encode())
     assert status == 200, payload[:300]
     served = wait_until(
-        lambda: query(prometheus, 'heed_requests_total{job="heed", route="/v1/translate", status="200"}'),
+        lambda: prometheus_query(prometheus, 'heed_requests_total{job="heed", route="/v1/translate", status="200"}'),
         60,
         what="heed_requests_total in Prometheus",
     )
     assert sum(float(series["value"][1]) for series in served) >= 1
-    (info,) = query(prometheus, 'heed_model_info{model="tiny"}')
+    (info,) = prometheus_query(prometheus, 'heed_model_info{model="tiny"}')
     assert info["metric"]["task"] == "translate" and float(info["value"][1]) == 1
-    (ready,) = query(prometheus, "heed_ready")
+    (ready,) = prometheus_query(prometheus, "heed_ready")
     assert float(ready["value"][1]) == 1
-    (up,) = query(prometheus, 'up{job="heed"}')
+    (up,) = prometheus_query(prometheus, 'up{job="heed"}')
     assert float(up["value"][1]) == 1
 
-    def rules_evaluated() -> list[dict] | None:
-        groups = json.loads(get(prometheus + "/api/v1/rules")[1])["data"]["groups"]
-        rules = [rule for group in groups for rule in group["rules"]]
-        return rules if rules and all(rule["health"] != "unknown" for rule in rules) else None
-
-    rules = wait_until(rules_evaluated, 30, what="alert rules evaluated")
+    rules = wait_until(lambda: evaluated_rules(prometheus), 30, what="alert rules evaluated")
     assert {rule["name"] for rule in rules} >= {"HeedHighErrorRatio", "HeedNotReady"}
     assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
     assert not [rule["name"] for rule in rules if rule["state"] != "inactive"]  # a healthy heed alerts nothing

@@ -21,6 +21,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.metrics import Metrics
+from service.tracing import RequestTracer
 
 log = logging.getLogger("heed.access")
 
@@ -55,8 +56,16 @@ class InFlight:
 
 
 class Accounting:
-    def __init__(self, app: ASGIApp, metrics: Metrics, in_flight: InFlight, api_paths: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        in_flight: InFlight,
+        api_paths: frozenset[str] = frozenset(),
+        tracer: RequestTracer | None = None,  # service/tracing.py: a span per request, when tracing is on
+    ):
         self.app, self.metrics, self.in_flight, self.api_paths = app, metrics, in_flight, api_paths
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,6 +76,7 @@ class Accounting:
         # Each request runs in its own task (its own context), so the id is not reset afterwards:
         # Starlette's outermost 500 handler runs after this middleware returns and still logs it.
         REQUEST_ID.set(rid)
+        trace = self.tracer.begin(scope, rid) if self.tracer else None
         start, status = time.perf_counter(), 500
         api = scope["path"].startswith("/v1/") or scope["path"] in self.api_paths
 
@@ -85,9 +95,12 @@ class Accounting:
         finally:
             self.in_flight.count -= api
             took = time.perf_counter() - start
-            log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, took * 1000)
-            route = scope.get("route")
+            route, model = scope.get("route"), scope["state"].get("model", "")
+            fields = {"route": getattr(route, "path", None), "status": status, "model": model or None}
+            fields |= {"method": scope["method"], "path": scope["path"], "duration_ms": round(took * 1000, 1)}
+            log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, took * 1000, extra=fields)
+            if trace is not None:
+                self.tracer.end(trace, status, fields["route"], model)
             if api and route is not None:
-                model = scope["state"].get("model", "")
                 self.metrics.requests.labels(model, route.path, str(status)).inc()
                 self.metrics.request_duration.labels(model, route.path).observe(took)
