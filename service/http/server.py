@@ -37,11 +37,13 @@ class GracefulServer(uvicorn.Server):
         if self.front.draining:
             self.should_exit = self.force_exit = True
             return
-        log.info("signal %d: draining (grace %.0fs)", sig, self.grace)
         self.front.begin_drain()
-        threading.Thread(target=self._drain, name="heed-drain", daemon=True).start()
+        # logged on the drain thread: the signal interrupts whatever runs, a request's task (and
+        # its request id) included, while a new thread starts outside any request's context
+        threading.Thread(target=self._drain, args=(sig,), name="heed-drain", daemon=True).start()
 
-    def _drain(self) -> None:
+    def _drain(self, sig: int) -> None:
+        log.info("signal %d: draining (grace %.0fs)", sig, self.grace)
         if not self._wait_idle(self.grace):
             log.warning("grace period over with requests in flight; they are answered 503")
         self.front.stop(0)  # answers what is left, so that uvicorn's wait for open connections ends
