@@ -1,8 +1,8 @@
 """`heed bench decoder`: decoder-only generation, heed vs transformers vs CTranslate2's Generator
 on the same weights, in one run.
 
-The reference is a small Llama (d_model 512, 8 layers, 8 query heads sharing 2 K/V heads, SwiGLU
-1408, RoPE, vocabulary 32000: about 50M parameters) with random weights, built locally from
+The reference is a Llama-shaped model of about 100M parameters (d_model 768, 12 layers, 12 query
+heads sharing 4 K/V heads, SwiGLU 2048, RoPE, vocabulary 32000, tied head) with random weights, built locally from
 `transformers.LlamaConfig` and saved as a Hugging Face folder with a byte-level BPE tokenizer
 trained here. heed imports it with `heed export --from-hf --task generate` (fp32 and int8),
 CTranslate2 converts it (float32, int8), transformers runs it in PyTorch. Every prompt is
@@ -23,9 +23,9 @@ from pathlib import Path
 from loadtests.bench_engine import Run, Workload, timed
 
 NEW_TOKENS = 64
-PROMPT_TOKENS = 32
+PROMPT_TOKENS = 128
 VOCAB_SIZE = 32000
-WORKLOADS = [Workload("greedy b1", 1, 1), Workload("greedy b8", 8, 1), Workload("greedy b32", 32, 1)]
+WORKLOADS = [Workload("greedy b1", 1, 1), Workload("greedy b32", 32, 1)]
 _WORDS = (
     "the a quick brown fox jumps over lazy dog hello world how are you today numbers written with digits long"
     " report about weather in mountains sea river city house tree green red blue small large old new first last"
@@ -52,15 +52,15 @@ def build_checkpoint(directory: Path, seed: int = 0) -> Path:
     fast.save_pretrained(directory)
     config = LlamaConfig(
         vocab_size=VOCAB_SIZE,
-        hidden_size=512,
-        intermediate_size=1408,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=2,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
         max_position_embeddings=512,
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).eval().save_pretrained(directory)
@@ -75,7 +75,7 @@ def prompts(checkpoint: Path, count: int, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     texts: list[str] = []
     while len(texts) < count:
-        ids = tokenizer(" ".join(rng.choice(_WORDS) for _ in range(40)), add_special_tokens=False).input_ids
+        ids = tokenizer(" ".join(rng.choice(_WORDS) for _ in range(160)), add_special_tokens=False).input_ids
         text = tokenizer.decode(ids[:PROMPT_TOKENS])
         if len(tokenizer(text, add_special_tokens=False).input_ids) == PROMPT_TOKENS:
             texts.append(text)
@@ -171,7 +171,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     args.work.mkdir(parents=True, exist_ok=True)
-    checkpoint = build_checkpoint(args.work / "reference-llama-hf")
+    checkpoint = build_checkpoint(args.work / "reference-llama-100m-hf")
     wanted = args.engines.split(",")
     factories: dict[str, Callable[[], Run]] = {
         "transformers": lambda: transformers_engine(checkpoint, args.threads),
