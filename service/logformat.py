@@ -50,4 +50,5 @@ def configure_logging(level: str, style: LogFormat) -> logging.Handler:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a library's warning is a record too, not a plain line on standard error
     return handler

@@ -65,6 +65,12 @@ def tracing_wanted(endpoint: str | None, environ: dict[str, str] | os._Environ =
     return bool(endpoint) or any(environ.get(name) for name in OTLP_ENDPOINT_VARIABLES)
 
 
+def traces_url(endpoint: str) -> str:
+    """The traces URL of `HEED_OTLP_ENDPOINT`: a collector's base URL, or already its traces URL."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
+
+
 def otlp_provider(endpoint: str | None) -> TracerProvider:
     """An SDK provider exporting in batches over OTLP/HTTP to `endpoint` (a collector's base URL),
     or where the `OTEL_EXPORTER_OTLP_*` variables say."""
@@ -73,8 +79,9 @@ def otlp_provider(endpoint: str | None) -> TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH) if endpoint else OTLPSpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "heed"}))  # OTEL_SERVICE_NAME overrides
+    exporter = OTLPSpanExporter(endpoint=traces_url(endpoint)) if endpoint else OTLPSpanExporter()
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": "heed"}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 

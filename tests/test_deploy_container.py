@@ -1,7 +1,8 @@
 """heed's CPU image as `make image` builds it (deploy/docker/Dockerfile on the base it finds or
 builds from Debian's packages), run as CI runs it (`docker run --network host`, locked down as
 docker-compose.yml runs it): it serves the README's examples with their documented answers from
-the default models, drains on SIGTERM and exits 0, holds no torch, and runs as uid 10001."""
+the default models, drains on SIGTERM and exits 0, holds no torch (but the OTLP exporter), and
+runs as uid 10001."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def test_image_holds_no_torch_and_runs_as_uid_10001(image):
     assert found.splitlines()[-1] == "[]"
     installed = docker("run", "--rm", "--network=host", "--entrypoint=pip", image, "list", "--format=freeze")
     assert "onnxruntime==" in installed and "torch" not in installed.lower()
+    assert "opentelemetry-exporter-otlp-proto-http==" in installed  # HEED_OTLP_ENDPOINT works in the image
 
 
 def test_serves_the_readme_examples_as_a_non_root_process_logging_json(image):

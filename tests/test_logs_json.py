@@ -5,11 +5,14 @@ the route, status and timing of their request, and no line carries a request's t
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from datetime import datetime
 
 import httpx
 
 from loadtests.server import HeedServer
+from service.logformat import configure_logging
 
 SECRET = "forty-two thousand and seven"  # a request's text: it must appear in no log line
 
@@ -54,3 +57,21 @@ def test_every_line_of_a_served_session_is_a_json_object(tiny_repo, tmp_path):
         assert line["model"] == model and isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
     drained = [e for e in entries if e["logger"] == "heed.server" and "draining" in e["message"]]
     assert drained and drained[0]["request_id"] is None  # outside any request
+
+
+def test_a_python_warning_is_a_json_line_too(capsys):
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("info", "json")
+        warnings.warn("an old option", DeprecationWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    lines = capsys.readouterr().err.splitlines()
+    entry = json.loads(lines[-1])
+    assert (entry["logger"], entry["level"]) == ("py.warnings", "warning") and "an old option" in entry["message"]

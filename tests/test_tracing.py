@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from loadtests.server import ROOT, HeedServer, free_port
 from service.http.app import create_app
 from service.settings import Settings
-from service.tracing import tracing_wanted
+from service.tracing import otlp_provider, traces_url, tracing_wanted
 from tests.deploy_helpers import wait_until
 
 TRACE_ID, PARENT_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -81,6 +81,32 @@ def test_tracing_is_on_only_when_an_endpoint_is_configured():
     assert tracing_wanted(None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"})
     assert not tracing_wanted("http://collector:4318", {"OTEL_SDK_DISABLED": "true"})
     assert not tracing_wanted(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"})
+
+
+def test_the_endpoint_may_be_a_collector_or_its_traces_url():
+    assert traces_url("http://collector:4318") == "http://collector:4318/v1/traces"
+    assert traces_url("http://collector:4318/") == "http://collector:4318/v1/traces"
+    assert traces_url("http://collector:4318/v1/traces") == "http://collector:4318/v1/traces"
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [
+        ({}, "heed"),
+        ({"OTEL_SERVICE_NAME": "translator-eu"}, "translator-eu"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,service.name=translator-us"}, "translator-us"),
+    ],
+)
+def test_the_service_is_heed_unless_the_environment_names_it(monkeypatch, environ, name):
+    for variable in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    provider = otlp_provider("http://127.0.0.1:9")
+    try:
+        assert provider.resource.attributes["service.name"] == name
+    finally:
+        provider.shutdown()
 
 
 def test_tracing_off_imports_neither_the_sdk_nor_the_exporter(tiny_repo, tmp_path):

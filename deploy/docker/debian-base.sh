@@ -9,7 +9,22 @@
 #   deploy/docker/debian-base.sh [TAG]        (default heed-base:bookworm)
 set -eu
 tag=${1:-heed-base:bookworm}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+# The Debian archive this machine's own packages come from (its apt sources: the deb822 entry for
+# bookworm itself, not -updates or -security, else the one-line format), unless DEBIAN_MIRROR names one.
+host_mirror() {
+  for sources in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$sources" ] || continue
+    found=$(awk 'BEGIN { RS = "" } /Suites:[^\n]*bookworm( |\n|$)/ { for (i = 1; i < NF; i++) if ($i == "URIs:") { print $(i + 1); exit } }' "$sources")
+    [ -n "$found" ] && { echo "$found"; return 0; }
+  done
+  [ -f /etc/apt/sources.list ] && awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list || true
+}
+mirror=${DEBIAN_MIRROR:-$(host_mirror)}
+if [ -z "$mirror" ]; then
+  echo "no Debian bookworm archive in this machine's apt sources: set DEBIAN_MIRROR" >&2
+  exit 1
+fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 
