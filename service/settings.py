@@ -54,8 +54,9 @@ class Settings(BaseSettings, EngineConfig):
     max_connections: int = Field(
         1000,
         ge=1,
-        description="open client connections: a request that arrives while more are open gets 503 + Retry-After; "
-        "past twice as many, a new connection is closed at once, unanswered (service/http/connections.py)",
+        description="open client connections: one more closes the connection that has waited longest for a "
+        "request's headers; with every connection busy, a request gets 503 + Retry-After; past twice as many, "
+        "a new connection is closed at once, unanswered (service/http/connections.py)",
     )
     read_timeout: float = Field(
         30.0,

@@ -1,9 +1,10 @@
 """Connection floods against a real `heed serve` (service/http/connections.py, the guard), with the
 cap and the read timeout set low: half-open connections (half a request line, then nothing) are
-answered 408 and closed within the timeout while real requests are answered; past the cap a
-request gets 503 in its protocol's shape, past twice the cap a connection is closed at once; a
-body that stops half way gets 408; requests that take longer than the timeout to answer are not
-cut."""
+answered 408 and closed within the timeout while real requests are answered; past the cap the
+connections that have waited longest are closed to make room, so that real requests are still
+answered, and only when every connection has a request under way does a request get 503 in its
+protocol's shape; a body that stops half way gets 408; requests that take longer than the timeout
+to answer are not cut."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 import httpx
 import pytest
 
+from service.http.connections import Connections
 from tests.http_server import running
 
 CAP = 20
@@ -74,9 +76,87 @@ def test_half_open_connections_are_closed_in_time_and_real_requests_answered(ser
         assert client.post("/v1/translate", json={"text": "again", "max_new_tokens": 4}).status_code == 200
 
 
-def test_over_the_cap_requests_get_503_in_their_protocols_shape_and_past_twice_it_connections_close(server):
+class Fake:
+    """A connection as `Connections` sees it: it only remembers being closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close_idle(self) -> None:
+        self.closed = True
+
+
+def test_a_connection_over_the_cap_closes_the_one_that_has_waited_longest():
+    connections = Connections(cap=3)
+    first, second, third = Fake(), Fake(), Fake()
+    for c in (first, second, third):
+        assert connections.opened(c) is None
+    connections.busy(first)  # its request's headers are in: never closed to make room
+    fourth = Fake()
+    assert connections.opened(fourth) is second  # the oldest still waiting
+    connections.closed(second)
+    connections.idle(first)  # answered and kept alive: it waits again, now the newest but one
+    fifth = Fake()
+    assert connections.opened(fifth) is third
+    connections.closed(third)
+    assert connections.opened(Fake()) is fourth and connections.open == 4  # counted until it is lost
+
+
+def test_with_every_other_connection_busy_there_is_nothing_to_close():
+    connections = Connections(cap=2)
+    busy = [Fake(), Fake()]
+    for c in busy:
+        connections.opened(c)
+        connections.busy(c)
+    newest = Fake()
+    assert connections.opened(newest) is None and connections.over_cap  # the guard answers its request 503
+    for _ in range(2):
+        connections.opened(Fake())
+    assert connections.open > connections.hard_limit - 1
+
+
+def test_a_flood_of_half_open_connections_past_the_cap_makes_room_for_real_requests(server):
     opened = time.monotonic()
     flood = [half_open(server) for _ in range(CAP + 5)]
+    time.sleep(0.5)
+    early = [s for s in flood if gone(s)]
+    assert early == flood[:5], [flood.index(s) for s in early]  # the oldest
+    real = [
+        ("/v1/translate", {"text": "hello", "max_new_tokens": 4}),
+        ("/translate", {"q": "hello", "source": "en", "target": "de"}),
+        ("/v2/translate", {"text": ["hello"], "target_lang": "DE"}),
+    ]
+    for path, fields in real:  # the first one's connection closes the oldest half-open one
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post(path, json=fields)
+            assert r.status_code == 200, (path, r.text)
+    waiting = [s for s in flood if not gone(s)]
+    assert waiting == flood[6:]
+    closed_within_the_timeout(waiting, opened)
+    for s in flood:
+        s.close()
+
+
+def gone(sock: socket.socket) -> bool:
+    """Whether the server has closed `sock` (without an answer: closed to make room)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:  # still open, waiting
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def test_with_every_connection_busy_a_request_gets_503_in_its_protocols_shape(server):
+    opened = time.monotonic()
+    head = "POST /v1/translate HTTP/1.1\r\nHost: heed\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    busy = []
+    for _ in range(CAP):  # headers in, body late; a pause each, so that the server has read them
+        busy.append(half_open(server, head.encode() + b'{"text": "he'))  # before the next one connects
+        time.sleep(0.05)
     over = [
         ("/v1/translate", {"text": "hello"}, 503, lambda body: body["error"]["type"] == "overloaded"),
         ("/translate", {"q": "hello", "source": "en", "target": "de"}, 503, lambda body: set(body) == {"error"}),
@@ -89,20 +169,11 @@ def test_over_the_cap_requests_get_503_in_their_protocols_shape_and_past_twice_i
             assert r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
     with httpx.Client(base_url=server.url, timeout=30) as client:  # probes and metrics stay answered
         assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
-    beyond = [half_open(server) for _ in range(CAP)]  # 2 * CAP + 5 open: the last ones are closed at once
-    time.sleep(0.5)
-    shut = []
-    for sock in beyond:
-        sock.setblocking(False)
-        try:
-            shut.append(sock.recv(1) == b"")
-        except BlockingIOError:  # still open, waiting
-            shut.append(False)
-        except ConnectionResetError:
-            shut.append(True)
-        sock.setblocking(True)
-    assert 3 <= sum(shut) <= 5 and not any(shut[: CAP - 6]), shut
-    closed_within_the_timeout(flood + [s for s, gone in zip(beyond, shut) if not gone], opened)
+    for sock in busy:  # the guard's bound on the body
+        status, _, body = answer(read_all(sock))
+        assert status == 408 and "did not arrive within" in body["error"]["message"], body
+        assert time.monotonic() - opened < TIMEOUT + SLACK + CAP * 0.05
+        sock.close()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         assert client.post("/v1/translate", json={"text": "hello", "max_new_tokens": 4}).status_code == 200
 
