@@ -47,13 +47,14 @@ def inputs(n: int = 24, seed: int = 1) -> list[str]:
     return texts
 
 
-def train_spm(vocab_size: int, **options) -> bytes:
+def train_spm(vocab_size: int, model_type: str = "unigram", **options) -> bytes:
+    """A sentencepiece model (`unigram` or `bpe`) trained on the corpus, as serialized bytes."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus()),
         model_writer=model,
         vocab_size=vocab_size,
-        model_type="unigram",
+        model_type=model_type,
         hard_vocab_limit=False,
         minloglevel=2,
         **options,

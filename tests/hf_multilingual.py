@@ -9,27 +9,12 @@ vocabularies that are no multiple of 8).
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import sentencepiece as spm
 
-from tests.hf_builders import _new, _save, corpus, fit
-
-
-def train_spm(vocab_size: int, model_type: str, **options) -> bytes:
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        hard_vocab_limit=False,
-        minloglevel=2,
-        **options,
-    )
-    return model.getvalue()
+from tests.hf_builders import _new, _save, fit, train_spm
 
 
 def m2m100(directory: Path, steps: int = 120) -> Path:
@@ -150,10 +135,8 @@ def loud_t5(directory: Path) -> Path:
     every initial weight, norm weights and head included (random weights, no training)."""
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
-    from tests.hf_builders import train_spm as train_unigram
-
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "spiece.model").write_bytes(train_unigram(100, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
+    (directory / "spiece.model").write_bytes(train_spm(100, "unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
     tokenizer = T5Tokenizer.from_pretrained(str(directory), extra_ids=2)
     tokenizer.save_pretrained(directory)
     config = T5Config(

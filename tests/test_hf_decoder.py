@@ -1,15 +1,17 @@
 """Importing decoder-only Hugging Face checkpoints: heed must compute and generate exactly what
 transformers does.
 
-Tiny GPT-2, Llama (grouped K/V heads, Llama 3.1 RoPE scaling, untied head), Qwen2 (one K/V head,
-Q/K/V biases, tied head, two EOS tokens) and Mistral (a sliding window shorter than the prompts)
-checkpoints are built locally (tests/hf_builders.py) and exported with `heed export --from-hf
---task generate`; a batch of prompts of different lengths is decoded by heed's engine (prefill,
-then the step loop) and by transformers' `generate` (left-padded, with an attention mask).
+Tiny GPT-2, Llama (grouped K/V heads, Llama 3.1 RoPE scaling, untied head; and, for the logits and
+outputs, the same with linear RoPE scaling), Qwen2 (one K/V head, Q/K/V biases, tied head, two EOS
+tokens) and Mistral (a sliding window shorter than the prompts) checkpoints are built locally
+(tests/hf_builders.py) and exported with `heed export --from-hf --task generate`; a batch of prompts
+of different lengths is decoded by heed's engine (prefill, then the step loop) and by transformers'
+`generate` (left-padded, with an attention mask).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -39,7 +41,12 @@ BUILDERS = {
     "llama": hf_builders.llama,
     "qwen2": hf_builders.qwen2,
     "mistral": hf_builders.mistral,
+    # linear RoPE scaling (positions interpolated by `factor`): only its numerics differ from llama's
+    "llama-linear": functools.partial(
+        hf_builders.llama, rope={"rope_type": "linear", "rope_theta": 500.0, "factor": 2.0}
+    ),
 }
+ARCHITECTURES = ["gpt2", "llama", "qwen2", "mistral"]  # tokenizers, templates, texts: llama-linear is llama's
 PROMPTS = hf_builders.prompts(12)
 
 
@@ -51,14 +58,34 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """architecture -> (architecture, HF checkpoint dir, heed model dir), built and exported through
+    the CLI once per module, for the parametrized tests and the single-architecture ones alike."""
+    done: dict[str, tuple[str, Path, Path]] = {}
+
+    def get(arch: str) -> tuple[str, Path, Path]:
+        if arch not in done:
+            root = tmp_path_factory.mktemp(arch)
+            hf_dir = BUILDERS[arch](root / "hf")
+            args = ["--from-hf", str(hf_dir), "--name", arch, "--task", "generate", "--out-repo", str(root)]
+            assert export_main(args) == 0
+            done[arch] = arch, hf_dir, root / arch
+        return done[arch]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def exported(request, export):
+    """(architecture, HF checkpoint dir, heed model dir)."""
+    return export(request.param)
+
+
 @pytest.fixture(scope="module", params=list(BUILDERS))
-def exported(request, tmp_path_factory):
-    """(architecture, HF checkpoint dir, heed model dir), exported through the CLI."""
-    arch = request.param
-    root = tmp_path_factory.mktemp(arch)
-    hf_dir = BUILDERS[arch](root / "hf")
-    assert export_main(["--from-hf", str(hf_dir), "--name", arch, "--task", "generate", "--out-repo", str(root)]) == 0
-    return arch, hf_dir, root / arch
+def computed(request, export):
+    """`exported`, and also the checkpoints that differ only in what the graph computes."""
+    return export(request.param)
 
 
 def hf_model(hf_dir: Path):
@@ -87,8 +114,8 @@ def transformers_generate(hf_dir: Path, texts: list[str], **options) -> list[lis
 
 
 @pytest.mark.parametrize("beams", [1, 4])
-def test_generation_is_token_identical_to_transformers(exported, beams):
-    arch, hf_dir, model_dir = exported
+def test_generation_is_token_identical_to_transformers(computed, beams):
+    arch, hf_dir, model_dir = computed
     engine = Engine(model_dir, EngineConfig(kv_rows=len(PROMPTS) * beams, intra_op_threads=1))
     options = {"beam_size": beams, "max_new_tokens": MAX_NEW_TOKENS}
     sequences = engine.prepare(PROMPTS, options)
@@ -116,8 +143,8 @@ def onnx_logits(model_dir: Path, ids: np.ndarray) -> np.ndarray:
     return session.run([graph.LOGITS], feeds)[0]
 
 
-def test_logits_match_transformers(exported):
-    arch, hf_dir, model_dir = exported
+def test_logits_match_transformers(computed):
+    arch, hf_dir, model_dir = computed
     tok = hf_tokenizer(hf_dir)
     batch = tok(PROMPTS[:6], return_tensors="np", padding=True, padding_side="right")
     with torch.no_grad():
@@ -199,12 +226,11 @@ def test_output_text_continues_the_prompt(exported):
     assert sum(r.text.startswith(" ") for r in results) > len(results) / 2
 
 
-def test_generation_config_is_followed(exported, tmp_path):
+def test_generation_config_is_followed(export, tmp_path):
     """The checkpoint's repetition penalty and no-repeat n-grams (which see the prompt, as in
-    transformers) with no request options; each prompt is compared alone, without padding."""
-    arch, hf_dir, _ = exported
-    if arch != "llama":
-        pytest.skip("one architecture suffices: the processors are shared")
+    transformers) with no request options; each prompt is compared alone, without padding. One
+    architecture suffices: the logits processors are shared."""
+    _, hf_dir, _ = export("llama")
     tuned = shutil.copytree(hf_dir, tmp_path / "hf")
     config = json.loads((tuned / "generation_config.json").read_text())
     config |= {"repetition_penalty": 1.6, "no_repeat_ngram_size": 2, "max_length": 50, "max_new_tokens": 15}
@@ -222,11 +248,10 @@ def test_generation_config_is_followed(exported, tmp_path):
     assert ours == theirs and ours != plain
 
 
-def test_several_eos_tokens_end_outputs(exported):
-    """Qwen2.5-style: generation_config's EOS list; the model ends with the second one."""
-    arch, _, model_dir = exported
-    if arch != "qwen2":
-        pytest.skip("the checkpoint with two EOS tokens")
+def test_several_eos_tokens_end_outputs(export):
+    """Qwen2.5-style: generation_config's EOS list (the Qwen2 checkpoint's); the model ends with the
+    second one."""
+    _, _, model_dir = export("qwen2")
     manifest = load_manifest(model_dir)
     engine = Engine(model_dir, EngineConfig(kv_rows=12, intra_op_threads=1))
     im_end, endoftext = (engine.codec.tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
