@@ -3,7 +3,7 @@
     python -m loadtests.rolling --duration 60 --model-repo models      # part of `make reliability`
 
 Everything listens on 127.0.0.1. nginx balances the two replicas and passes a request on to the
-other replica when one refuses the connection or answers 503 (`proxy_next_upstream error timeout
+other replica when one refuses the connection or answers 503 (`proxy_next_upstream error
 http_503 non_idempotent`): a replica that drains after SIGTERM answers new requests 503 and
 finishes the ones it admitted, then exits; a restarted one answers 503 until its models are ready.
 locust (loadtests/locustfile.py, its traffic mix and response checks) runs headless for the whole
@@ -52,7 +52,7 @@ http {{
             proxy_set_header Connection "";
             proxy_buffering off;
             proxy_read_timeout 120s;
-            proxy_next_upstream error timeout http_503 non_idempotent;
+            proxy_next_upstream error http_503 non_idempotent;
             proxy_next_upstream_tries 2;
         }}
     }}

@@ -10,7 +10,7 @@ import deepl
 import httpx
 import pytest
 
-from service.errors import QuotaExceeded, RateLimited, SettingsError
+from service.errors import InputTooLong, QuotaExceeded, RateLimited, SettingsError
 from service.http.deepl import CHARACTER_LIMIT
 from service.http.quotas import Account, Charge, KeyLimits, KeyRing, read_keys_file
 from service.settings import Settings
@@ -76,7 +76,7 @@ def test_characters_are_counted_per_period_and_refunded_within_it():
     failed.charge(30)
     failed.refund()  # the request failed: its characters come back
     assert account.characters_used() == 70
-    with pytest.raises(QuotaExceeded, match="more than this API key's quota of 100"):
+    with pytest.raises(InputTooLong, match="more than this API key's quota of 100"):  # 413: waiting cannot help
         Charge(account).charge(101)
     clock.now += 50  # a new period
     assert account.characters_used() == 0
@@ -202,9 +202,12 @@ def test_usage_counts_each_keys_characters_through_every_protocol_and_nothing_of
     for path, body in (NATIVE, LIBRETRANSLATE, DEEPL):
         assert post(server, "refunded-key", path, body).status_code == 200
     assert usage(server, "refunded-key")["character_count"] == 3 * len(TEXT)
+    choices = post(server, "refunded-key", "/v1/completions", {"model": "tiny", "prompt": TEXT, "n": 3, "seed": 1})
+    assert choices.status_code == 200 and len(choices.json()["choices"]) == 3, choices.text
+    assert usage(server, "refunded-key")["character_count"] == 4 * len(TEXT)  # n choices: the prompt sent once
     late = post(server, "refunded-key", "/v1/translate", {"text": TEXT, "model": "tiny", "timeout": 1e-9})
     assert late.status_code == 504, late.text  # validated (charged), then past its deadline: refunded
     refused = post(server, "refunded-key", "/v1/translate", {"text": "\x00" + TEXT})
     assert refused.status_code == 422  # refused by validation: never charged
-    assert usage(server, "refunded-key")["character_count"] == 3 * len(TEXT)
+    assert usage(server, "refunded-key")["character_count"] == 4 * len(TEXT)
     assert usage(server, "plain-key")["character_limit"] == CHARACTER_LIMIT  # HEED_API_KEYS: no limits

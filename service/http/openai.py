@@ -35,7 +35,7 @@ from service.http.openai_schemas import ChatCompletionRequest, CompletionRequest
 from service.http.openai_stream import Choice, stream_choices
 from service.http.sse import SSE_HEADERS
 from service.results import Generation
-from service.validation import RawRequest
+from service.validation import ALLOWANCE, RawRequest
 
 PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
@@ -77,7 +77,13 @@ def openai_routes(front: FrontDoor) -> APIRouter:
                         else options
                     )
                     raw = RawRequest([text], seeded, stream=body.stream, special_tokens=special_tokens, **langs)
-                    choices.append(Choice(index, k == 0, front.submit(model, raw, request.state.request_id)))
+                    # a prompt's n choices are one text sent: its characters are charged with the first
+                    uncharged = ALLOWANCE.set(None) if k else None
+                    try:
+                        choices.append(Choice(index, k == 0, front.submit(model, raw, request.state.request_id)))
+                    finally:
+                        if uncharged is not None:
+                            ALLOWANCE.reset(uncharged)
         except RequestError:
             for choice in choices:
                 choice.job.cancel()

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from service.errors import QuotaExceeded, RateLimited, SettingsError
+from service.errors import InputTooLong, QuotaExceeded, RateLimited, SettingsError
 from service.settings import Settings
 
 try:
@@ -101,18 +101,17 @@ class Account:
         the period they were counted in (`refund` takes it)."""
         now = self._roll()
         limit = self.character_limit
+        if limit is not None and characters > limit:  # no wait would let it through: not a 429
+            raise InputTooLong(f"this request's {characters} characters are more than this API key's quota of {limit}")
         if limit is not None and self._used + characters > limit:
             if self._period_start is None:  # no charge yet: the period starts now, with this refusal
                 self._period_start = now
             wait = max(1, math.ceil(self._period_start + self.period - now))
             log.info("API key %r is over its character quota", self.name)
-            if characters > limit:
-                message = f"this request's {characters} characters are more than this API key's quota of {limit}"
-            else:
-                message = (
-                    f"this API key's character quota is spent: {self._used} of {limit} characters used in this "
-                    f"period and this request has {characters}; the quota renews in {wait} s"
-                )
+            message = (
+                f"this API key's character quota is spent: {self._used} of {limit} characters used in this "
+                f"period and this request has {characters}; the quota renews in {wait} s"
+            )
             raise QuotaExceeded(message, wait)
         if self._period_start is None:
             self._period_start = now
