@@ -3,9 +3,9 @@ limit, deeply nested JSON, NaN/inf, negative and huge numbers, lists over the li
 model, empty text, lone surrogates and control characters) each get the right 4xx in the one error
 shape; then Schemathesis generates over a thousand requests from heed's own OpenAPI schema, to
 every operation in it, and none may get a 5xx. The LibreTranslate and DeepL routes read their
-fields from the raw body (JSON, form or query: service/http/fields.py), so the schema has no body
-for them and Schemathesis sends them only empty requests: tests/test_http_hostile_text.py's
-hypothesis test is what sends them generated bodies."""
+fields from the raw body (JSON, form or query: service/http/fields.py); the schema describes those
+bodies (service/http/field_schemas.py), so Schemathesis sends them generated JSON and form bodies
+too, as tests/test_http_hostile_text.py's hypothesis test does with hostile text."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis.core import NotSet
 
 from tests.http_server import running
 
@@ -26,6 +27,9 @@ EXAMPLES = {
     "POST /v1/completions": 150,
     "POST /v1/chat/completions": 50,
     "GET /v1/models/{name}": 50,
+    "POST /translate": 120,  # LibreTranslate's and DeepL's bodies: service/http/field_schemas.py
+    "POST /detect": 40,
+    "POST /v2/translate": 120,
 }
 RETARGETED = ("POST /v1/generate", "POST /v1/completions")  # a share is sent to served models, to decode
 
@@ -137,6 +141,7 @@ def test_schemathesis_finds_no_5xx(server):
     assert set(EXAMPLES) <= set(operations)
     statuses: Counter = Counter()
     sent: Counter = Counter()
+    with_body: Counter = Counter()  # requests that carried a generated body
     failures: list[str] = []
 
     def run(label: str, strategy) -> None:
@@ -152,6 +157,7 @@ def test_schemathesis_finds_no_5xx(server):
             response = case.call(base_url=server.url, timeout=60)
             statuses[response.status_code] += 1
             sent[label] += 1
+            with_body[label] += bool(case.body) and not isinstance(case.body, NotSet)
             if response.status_code == 504 and isinstance(case.body, dict) and case.body.get("timeout"):
                 pass  # the request's own deadline (generated values go down to 5e-324 s): 504 is its answer
             elif response.status_code >= 500:
@@ -169,6 +175,8 @@ def test_schemathesis_finds_no_5xx(server):
         run(label, strategy)
 
     assert set(sent) == set(operations), set(operations) - set(sent)  # every operation was sent requests
+    field_routes = ("POST /translate", "POST /detect", "POST /v2/translate")  # bodies of field_schemas.py
+    assert all(with_body[label] > EXAMPLES[label] // 2 for label in field_routes), with_body
     assert failures == [], "\n".join(failures)
     assert sum(statuses.values()) >= GENERATED, statuses
     assert statuses[200] > 50 and statuses[422] > 50, statuses  # both valid and invalid requests were made

@@ -49,6 +49,7 @@ from service.errors import InvalidInput
 from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
+from service.http.field_schemas import DEEPL_TRANSLATE
 from service.http.fields import read_fields
 from service.http.markup_jobs import prose, translate_markup
 from service.http.quotas import Account
@@ -160,7 +161,7 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
             raise InvalidInput(f"Value for '{field}' not supported: {wanted!r}; this server's are {supported}.")
         return code
 
-    @router.post("/v2/translate", summary="DeepL: translate text into target_lang")
+    @router.post("/v2/translate", summary="DeepL: translate text into target_lang", openapi_extra=DEEPL_TRANSLATE)
     async def translate(request: Request) -> JSONResponse:
         fields = await read_fields(request)
         texts = texts_of(fields)

@@ -20,6 +20,7 @@ from service.errors import InvalidInput
 from service.frontdoor import FrontDoor
 from service.http.answer import answer
 from service.http.errors import ErrorStyle
+from service.http.field_schemas import LIBRETRANSLATE_DETECT, LIBRETRANSLATE_TRANSLATE
 from service.http.fields import read_fields
 from service.http.markup_jobs import prose, translate_markup
 from service.languages import Detection, name
@@ -65,7 +66,11 @@ def detection(d: Detection) -> dict:
 def libretranslate_routes(front: FrontDoor) -> APIRouter:
     router = APIRouter(tags=["LibreTranslate"])
 
-    @router.post("/translate", summary="LibreTranslate: translate q (text or HTML) from source to target")
+    @router.post(
+        "/translate",
+        summary="LibreTranslate: translate q (text or HTML) from source to target",
+        openapi_extra=LIBRETRANSLATE_TRANSLATE,
+    )
     async def translate(request: Request) -> JSONResponse:
         fields = await read_fields(request)
         q, source, target = required(fields, "q"), required(fields, "source"), required(fields, "target")
@@ -105,7 +110,7 @@ def libretranslate_routes(front: FrontDoor) -> APIRouter:
     async def languages() -> list[dict]:
         return [{"code": s, "name": name(s), "targets": targets} for s, targets in front.language_pairs().items()]
 
-    @router.post("/detect", summary="LibreTranslate: the language of q")
+    @router.post("/detect", summary="LibreTranslate: the language of q", openapi_extra=LIBRETRANSLATE_DETECT)
     async def detect(request: Request) -> list[dict]:
         q = required(await read_fields(request), "q")
         if not isinstance(q, str):
