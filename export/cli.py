@@ -18,7 +18,7 @@ from export.model import Seq2SeqModel
 from export.package import write_model_dir
 from export.parity import ParityError
 from export.quantize import quantize_model_dir
-from service.manifest import GenerationDefaults, LanguageTags, Limits, ModelSpec, SpecialTokens
+from service.manifest import TEXT_PLACEHOLDER, GenerationDefaults, LanguageTags, Limits, ModelSpec, SpecialTokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--name", help="model name (with --from-hf)")
     parser.add_argument("--task", choices=["translate", "summarize", "generate"], help="with --from-hf")
+    parser.add_argument(
+        "--summarize-prompt",
+        metavar="TEXT",
+        help=f"with --from-hf --task generate: the prompt /v1/summarize gives the model, {TEXT_PLACEHOLDER} where "
+        "the text goes (default: service/prompts.py's, by whether the model has a chat template)",
+    )
     parser.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the exported graphs")
     parser.add_argument("--out-repo", type=Path, required=True, help="model repository; writes OUT_REPO/NAME")
     return parser
@@ -57,9 +63,19 @@ def main(argv: list[str]) -> int:
             parser.error("--from-hf takes no --config, --tokenizer or --weights")
         if not args.name or not args.task:
             parser.error("--from-hf needs --name and --task")
+        prompt = args.summarize_prompt
+        if prompt is not None and args.task != "generate":
+            parser.error("--summarize-prompt is for a decoder-only model, exported with --task generate")
+        if prompt is not None and TEXT_PLACEHOLDER not in prompt:
+            parser.error(f"--summarize-prompt must contain {TEXT_PLACEHOLDER}, where the text to summarize goes")
         try:
             manifest = export_checkpoint(
-                args.from_hf, args.out_repo / args.name, name=args.name, task=args.task, quantize=args.quantize
+                args.from_hf,
+                args.out_repo / args.name,
+                name=args.name,
+                task=args.task,
+                quantize=args.quantize,
+                summarize_prompt=prompt,
             )
         except (ConversionError, ParityError) as e:
             print(f"heed export: {e}", file=sys.stderr)
@@ -69,6 +85,8 @@ def main(argv: list[str]) -> int:
             f"{manifest.quantization}) to {args.out_repo / manifest.name}"
         )
         return 0
+    if args.summarize_prompt is not None:
+        parser.error("--summarize-prompt goes with --from-hf")
     if args.config is None or args.tokenizer is None:
         parser.error("give --config and --tokenizer, or --from-hf DIR")
     config = json.loads(args.config.read_text())

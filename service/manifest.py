@@ -25,6 +25,7 @@ AttentionKind = Literal["full", "causal", "local", "local_global"]
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
 PositionKind = Literal["sinusoidal", "learned", "relative", "rotary", "none"]
 Task = Literal["translate", "summarize", "generate"]
+TEXT_PLACEHOLDER = "{text}"  # where a summarize_prompt takes the text (service/prompts.py)
 
 
 class Strict(BaseModel):
@@ -202,9 +203,22 @@ class ChatTemplate(Strict):
 
 
 class GenerationDefaults(Strict):
+    """The decoding a request gets for the options it leaves out (`service.validation.resolve`).
+
+    `do_sample` says whether such a request samples (Qwen2.5- and Llama-3-Instruct checkpoints do,
+    as transformers' `generate` does with their generation config); `temperature`, `top_k` (0: no
+    top-k) and `top_p` are the sampler's settings whenever a request samples, and are ignored by
+    greedy and beam search, as transformers ignores them with `do_sample=False`. Manifests written
+    before these fields existed read as greedy, unchanged.
+    """
+
     max_new_tokens: int = Field(64, ge=1)
     min_new_tokens: int = Field(0, ge=0)
     beam_size: int = Field(1, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     length_penalty: float = 1.0
     early_stopping: bool = False
     no_repeat_ngram_size: int = Field(0, ge=0)
@@ -212,6 +226,12 @@ class GenerationDefaults(Strict):
     bad_words_ids: list[list[int]] = []
     forced_bos_id: int | None = None
     forced_eos_id: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationDefaults:
+        if self.do_sample and self.beam_size > 1:
+            raise ValueError("do_sample with beam_size > 1 (beam sampling) is not supported")
+        return self
 
 
 class Limits(Strict):
@@ -255,6 +275,8 @@ class Manifest(Strict):
         layers = self.spec.decoder.layers
         if not -layers <= self.alignment_layer < layers:
             raise ValueError(f"alignment_layer must be in [{-layers}, {layers})")
+        if self.summarize_prompt is not None and TEXT_PLACEHOLDER not in self.summarize_prompt:
+            raise ValueError(f"summarize_prompt must contain {TEXT_PLACEHOLDER}, where the text to summarize goes")
         if self.spec.decoder_only:
             if self.files.encoder is not None or self.languages is not None:
                 raise ValueError("a decoder-only model has no encoder graph and no target languages")

@@ -143,7 +143,13 @@ def validate(
 
 
 def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: ModelLimits) -> DecodingConfig:
-    """The request's options over the model's defaults, checked against its limits."""
+    """The request's options over the model's defaults, checked against its limits.
+
+    Whether to sample: the request's `do_sample`; else sampling when it gives a sampling setting
+    (`GenerationOptions`), greedy when it sets temperature 0 or asks for beams; else the model's
+    `do_sample` (a chat checkpoint samples, as vLLM and transformers decode it by default). A
+    sampler's temperature, top_k and top_p are the request's, else the model's.
+    """
 
     def pick(name: str, fallback: Any = None) -> Any:
         value = getattr(options, name)
@@ -161,7 +167,11 @@ def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: Mo
     if beam > limits.max_beam_size:
         raise InvalidOptions(f"option 'beam_size': {beam} is over this server's limit of {limits.max_beam_size}")
     sampling_asked = (options.temperature or 0) > 0 or options.top_k is not None or options.top_p is not None
-    sample = options.do_sample if options.do_sample is not None else sampling_asked
+    greedy_asked = options.temperature == 0 or (options.beam_size or 1) > 1
+    if options.do_sample is not None:
+        sample = options.do_sample
+    else:
+        sample = sampling_asked or (defaults.do_sample and not greedy_asked)
     if sample and options.beam_size is not None and options.beam_size > 1:
         raise InvalidOptions("option 'beam_size': beam search cannot be combined with sampling")
     if sample:
@@ -169,7 +179,7 @@ def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: Mo
     returned = options.num_return_sequences or 1
     if returned > beam:
         raise InvalidOptions(f"option 'num_return_sequences': {returned} is more than beam_size ({beam})")
-    temperature = options.temperature if options.temperature is not None else 1.0
+    temperature = pick("temperature")
     if sample and temperature == 0:
         raise InvalidOptions("option 'temperature': must be > 0 when sampling")
     return DecodingConfig(
@@ -178,8 +188,8 @@ def resolve(options: GenerationOptions, defaults: GenerationDefaults, limits: Mo
         beam_size=beam,
         sample=sample,
         temperature=temperature,
-        top_k=options.top_k or 0,
-        top_p=options.top_p if options.top_p is not None else 1.0,
+        top_k=pick("top_k"),
+        top_p=pick("top_p"),
         seed=options.seed,
         length_penalty=pick("length_penalty"),
         early_stopping=pick("early_stopping"),
@@ -202,8 +212,7 @@ def _target_language(manifest: Manifest, target: str | None, cfg: DecodingConfig
         return [], cfg
     code = tags.default if target is None else match(target, tags.tokens)
     if code is None:
-        choices = ", ".join(sorted(tags.tokens))
-        raise InvalidOptions(f"target_lang {target!r} is not one of this model's languages: {choices}")
+        raise _unknown_language(manifest, "target_lang", target)
     if tags.placement == "source_prefix":
         return [tags.tokens[code]], cfg
     return [], replace(cfg, forced_bos_id=tags.tokens[code])
@@ -217,7 +226,16 @@ def _source_tag(manifest: Manifest, source: str | None) -> tuple[list[int], list
         return [], []
     code = tags.default_source if source is None else match(source, tags.tokens)
     if code is None:
-        choices = ", ".join(sorted(tags.tokens))
-        raise InvalidOptions(f"source_lang {source!r} is not one of this model's languages: {choices}")
+        raise _unknown_language(manifest, "source_lang", source)
     tag = [tags.tokens[code]]
     return (tag, []) if tags.source_tag == "before" else ([], tag)
+
+
+def _unknown_language(manifest: Manifest, field: str, asked: str | None) -> InvalidOptions:
+    """The refusal of a language the model cannot take: one it does not know, or none where it
+    has no default (an NLLB checkpoint without `forced_bos_token_id`), which must say that the
+    field is needed rather than that `None` is not a language."""
+    choices = ", ".join(sorted(manifest.languages.tokens))
+    if asked is None:
+        return InvalidOptions(f"model '{manifest.name}' needs {field}; its languages are: {choices}")
+    return InvalidOptions(f"{field} {asked!r} is not one of this model's languages: {choices}")

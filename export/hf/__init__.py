@@ -65,12 +65,26 @@ def _computed_by_heed(name: str, conversion: Conversion) -> bool:
     return name == "final_logits_bias" and not spec.final_logits_bias
 
 
-def export_checkpoint(hf_dir: Path, out_dir: Path, *, name: str, task: Task, quantize: str | None = None) -> Manifest:
+def export_checkpoint(
+    hf_dir: Path,
+    out_dir: Path,
+    *,
+    name: str,
+    task: Task,
+    quantize: str | None = None,
+    summarize_prompt: str | None = None,
+) -> Manifest:
     """Convert, export the fp32 graphs (checked against the PyTorch model, export/parity.py),
-    then optionally quantize them in place."""
+    then optionally quantize them in place. `summarize_prompt` (decoder-only checkpoints) is the
+    manifest's prompt for /v1/summarize (service/prompts.py)."""
     conversion = convert(hf_dir)
     if conversion.spec.decoder_only and task != "generate":
         raise ConversionError(f"{hf_dir}: a decoder-only checkpoint continues prompts: export it with --task generate")
+    if summarize_prompt is not None and not conversion.spec.decoder_only:
+        raise ConversionError(
+            f"{hf_dir}: a summarize prompt is for decoder-only checkpoints; an encoder-decoder summarizer reads "
+            "the text itself (export it with --task summarize)"
+        )
     model = build_model(conversion)
     # A summarizer does not choose a target language.
     languages = conversion.languages if task == "translate" else None
@@ -88,6 +102,9 @@ def export_checkpoint(hf_dir: Path, out_dir: Path, *, name: str, task: Task, qua
         generation=conversion.generation,
         chat=conversion.chat,
     )
+    if summarize_prompt is not None:  # write_model_dir has no parameter for it: the manifest is rewritten
+        manifest = Manifest.model_validate(manifest.model_dump() | {"summarize_prompt": summarize_prompt})
+        manifest.write(Path(out_dir))
     if quantize == "int8":
         from export.quantize import quantize_model_dir
 

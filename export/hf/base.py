@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import Tensor
@@ -31,6 +32,9 @@ ACTIVATIONS = {
     "swish": "silu",
     "silu": "silu",
 }
+
+
+TRANSFORMERS_TOP_K = 50  # `generate`'s top_k when the generation config names none (GenerationConfig defaults)
 
 
 class ConversionError(ValueError):
@@ -149,8 +153,9 @@ def generation_defaults(ckpt: Checkpoint, pad_id: int) -> GenerationDefaults:
     """The checkpoint's generation config as heed's manifest defaults.
 
     transformers counts `max_length`/`min_length` with the decoder start token; heed counts new
-    tokens, hence the `- 1`. `early_stopping="never"` (a different stopping rule for beams) has no
-    heed equivalent and is refused rather than silently changed.
+    tokens, hence the `- 1`. `early_stopping="never"` (a different stopping rule for beams) and
+    sampling beam search (`do_sample` with `num_beams` > 1) have no heed equivalent and are refused
+    rather than silently changed. The sampler's settings are read as `generate` reads them (below).
     """
     values: dict[str, Any] = {}
     if ckpt.setting("max_new_tokens") is not None:
@@ -180,7 +185,32 @@ def generation_defaults(ckpt: Checkpoint, pad_id: int) -> GenerationDefaults:
     for key, name in (("forced_bos_token_id", "forced_bos_id"), ("forced_eos_token_id", "forced_eos_id")):
         if ckpt.setting(key) is not None:
             values[name] = int(ckpt.setting(key))
-    return GenerationDefaults(**values)
+    values |= sampling_defaults(ckpt)
+    try:
+        return GenerationDefaults(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = "".join(f" {p}" for p in first["loc"])
+        raise ConversionError(f"{ckpt.directory}: generation config{where}: {first['msg']}") from e
+
+
+def sampling_defaults(ckpt: Checkpoint) -> dict[str, Any]:
+    """`do_sample`, `temperature`, `top_k` and `top_p` as transformers' `generate` samples with them.
+
+    A setting the checkpoint leaves out takes transformers' global default (its `top_k` is 50, not
+    heed's 0, so a checkpoint that samples without naming a top_k samples as it does in
+    transformers). Without `do_sample` the others are only what a request that asks to sample gets,
+    as transformers ignores them then; temperature 0 (greedy in some configs) is left out then, and
+    refused with `do_sample`, as transformers refuses it.
+    """
+    do_sample = bool(ckpt.setting("do_sample", False))
+    values: dict[str, Any] = {"do_sample": do_sample, "top_k": TRANSFORMERS_TOP_K}
+    for key in ("temperature", "top_k", "top_p"):
+        if ckpt.setting(key) is not None:
+            values[key] = ckpt.setting(key)
+    if values.get("temperature") == 0 and not do_sample:
+        del values["temperature"]
+    return values
 
 
 @dataclass
