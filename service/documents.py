@@ -35,13 +35,20 @@ def _segmenter(language: str) -> pysbd.Segmenter:
     return pysbd.Segmenter(language=language, clean=False, char_span=True)
 
 
-def split(text: str, language: str | None = None) -> Document:
-    """`text`'s sentences and what lies between them (`language`: the source, if known)."""
+LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))  # str.splitlines'
+
+
+def split(text: str, language: str | None = None, line_breaks: bool = True) -> Document:
+    """`text`'s sentences and what lies between them (`language`: the source, if known).
+    `line_breaks` False: a line break is a space within a sentence, not its end (DeepL's
+    `nonewlines`; HTML's text, where a line break is the source's layout)."""
     language = (language or "en").lower().split("-")[0]
     segmenter = _segmenter(language if language in LANGUAGE_CODES else "en")
     sentences, between, done, start = [], [], 0, 0
-    for line in text.splitlines(keepends=True):
-        for span in segmenter.segment(line) if line.strip() else ():
+    lines = text.splitlines(keepends=True) if line_breaks else [text]
+    for line in lines:
+        seen = line if line_breaks else line.translate(LINE_BREAKS)  # the same length: spans map back
+        for span in segmenter.segment(seen) if line.strip() else ():
             piece = line[span.start : span.end]
             first = start + span.start + len(piece) - len(piece.lstrip())
             last = start + span.end - (len(piece) - len(piece.rstrip()))

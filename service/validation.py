@@ -41,6 +41,7 @@ class RawRequest:
     stream: bool = False
     return_alignment: bool = False
     split_sentences: bool = False  # translated sentence by sentence, rejoined as written (service/documents.py)
+    line_breaks: bool = True  # with split_sentences: a line break ends a sentence (`documents.split`)
     special_tokens: bool = True  # False: the text holds them already (a prompt rendered with a chat template)
 
 
@@ -120,7 +121,7 @@ def validate(
     if request.split_sentences and (request.return_alignment or request.stream):
         raise InvalidOptions("split_sentences cannot be combined with return_alignment or stream (one sequence each)")
     source = language(request.source_lang) if request.source_lang else None  # `deu_Latn` -> `de`, for the splitter
-    documents = [split(text, source) for text in texts] if request.split_sentences else None
+    documents = [split(text, source, request.line_breaks) for text in texts] if request.split_sentences else None
     owners = [i for i, d in enumerate(documents) for _ in d.sentences] if documents else list(range(len(texts)))
     pieces = [s for d in documents for s in d.sentences] if documents else texts
     inputs = codec.encode(pieces, prefix + before, after, request.special_tokens)

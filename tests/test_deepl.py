@@ -144,9 +144,11 @@ def test_languages_by_query_form_or_json_and_a_bad_type(server):
     assert bad.status_code == 400 and "type" in bad.json()["message"]
 
 
-@pytest.mark.parametrize(("split", "native_split"), [("0", False), ("1", True), ("nonewlines", True), (None, True)])
+@pytest.mark.parametrize(("split", "native_split"), [("0", False), ("1", True), ("nonewlines", False), (None, True)])
 def test_split_sentences_maps_to_heeds_switch(server, split, native_split):
-    text = "one hundred. twenty-three.\nseven"
+    """A line break ends a sentence with `1` (the default); with `nonewlines` it does not, so this
+    text, one sentence over two lines, is translated whole, as with `0`."""
+    text = "one hundred\nand twenty-three"
     body = {"text": [text], "target_lang": "FR"} | ({"split_sentences": split} if split is not None else {})
     r = deepl_post(server, "/v2/translate", json=body)
     assert r.status_code == 200, r.text

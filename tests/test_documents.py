@@ -27,6 +27,21 @@ def test_sentences_and_everything_between_them_are_kept(text, sentences):
     assert document.join([s.upper() for s in sentences]) == text.upper()  # translations land in place
 
 
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("one hundred\nand twenty-three. Seven.", ["one hundred\nand twenty-three.", "Seven."]),
+        ("  a line\r\nthat goes on.\n\nNext one.\n", ["a line\r\nthat goes on.", "Next one."]),
+    ],
+)
+def test_without_line_breaks_a_sentence_runs_over_lines(text, sentences):
+    """DeepL's `nonewlines`: only the sentences' own ends split them; what lies between is kept."""
+    document = split(text, line_breaks=False)
+    assert document.sentences == sentences
+    assert document.join(document.sentences) == text
+    assert split(text).sentences != sentences  # by default each line ends its sentence
+
+
 def test_rejoin_makes_one_generation_per_text():
     documents = [Document(["a.", "b."], ["", "\n", "!"]), Document(["c"], [" ", ""])]
     parts = [

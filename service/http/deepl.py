@@ -30,8 +30,10 @@ and refuses what it could only ignore by changing what the answer means:
 - `tag_handling` `html` or `xml`: the text between the tags is translated and the markup kept
   (service/markup.py), elements in `ignore_tags` left as written, as are `translate="no"`, code
   and scripts.
-- `split_sentences` `0` translates each text whole; `1` (DeepL's default) and `nonewlines` both
-  translate it sentence by sentence (`RawRequest.split_sentences`).
+- `split_sentences` `0` translates each text whole; `1` (DeepL's default) translates it sentence
+  by sentence, a line break ending a sentence; `nonewlines` too, but a line break within a
+  sentence does not end it (`RawRequest.split_sentences`, `line_breaks`). With `tag_handling`, a
+  line break is the document's layout, never a sentence's end.
 - `billed_characters` is answered when `show_billed_characters` is set (DeepL's clients set it),
   and is the text's length; `/v2/usage` reports the key's account (`usage_counts`).
 """
@@ -119,12 +121,13 @@ def markup(fields: dict[str, Any]) -> tuple[Kind | None, frozenset[str]]:
     return kind, frozenset(name.strip() for name in names if name.strip())
 
 
-def split_sentences(fields: dict[str, Any]) -> bool:
-    """DeepL's `split_sentences` (`0`, `1` the default, `nonewlines`) as heed's switch."""
+def split_sentences(fields: dict[str, Any]) -> tuple[bool, bool]:
+    """DeepL's `split_sentences` (`0`, `1` the default, `nonewlines`) as heed's switches: whether
+    to split, and whether a line break ends a sentence."""
     value = str(fields.get("split_sentences", "1")).strip().lower()
     if value not in ("0", "1", "nonewlines"):
         raise InvalidInput(f"Value for 'split_sentences' not supported: {value!r} (0, 1 or nonewlines).")
-    return value != "0"
+    return value != "0", value == "1"
 
 
 def check_options(fields: dict[str, Any]) -> None:
@@ -170,7 +173,7 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
         check_options(fields)
         kind, ignore = markup(fields)
         documents = [parse(text, kind, ignore) for text in texts] if kind else None
-        split = split_sentences(fields)
+        split, line_breaks = split_sentences(fields)
         sources, targets = pairs()
         languages_of(fields["target_lang"], targets, "target_lang")
         if fields.get("source_lang"):
@@ -182,7 +185,7 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
         if documents:
             translated = await translate_markup(request, front, model, documents, target, source, split)
         else:
-            translated = await translate_texts(request, model, texts, target, source, split)
+            translated = await translate_texts(request, model, texts, target, source, split, line_breaks)
         billed = flag(fields.get("show_billed_characters"))
         detected = deepl_code(source, pairs()[0])
         return JSONResponse(
@@ -196,13 +199,19 @@ def deepl_routes(front: FrontDoor) -> APIRouter:
         )
 
     async def translate_texts(
-        request: Request, model: str, texts: list[str], target: str, source: str, split: bool
+        request: Request, model: str, texts: list[str], target: str, source: str, split: bool, line_breaks: bool
     ) -> list[str]:
         """Blank texts are answered as sent: DeepL takes them, heed's validation refuses an empty text."""
         todo = [i for i, text in enumerate(texts) if text.strip()]
         translated = list(texts)
         if todo:
-            raw = RawRequest([texts[i] for i in todo], target_lang=target, source_lang=source, split_sentences=split)
+            raw = RawRequest(
+                [texts[i] for i in todo],
+                target_lang=target,
+                source_lang=source,
+                split_sentences=split,
+                line_breaks=line_breaks,
+            )
             generations = await answer(request, front.submit(model, raw, request.state.request_id))
             for i, generation in zip(todo, generations, strict=True):
                 translated[i] = generation.text

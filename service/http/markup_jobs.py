@@ -32,6 +32,7 @@ async def translate_markup(
             f"the documents have {len(runs)} text runs (the text between tags); "
             f"this server translates at most {cap} at once"
         )
-    raw = RawRequest(runs, target_lang=target, source_lang=source, split_sentences=split)
+    # a line break in a text run is the document's layout (HTML renders it as a space), not a sentence's end
+    raw = RawRequest(runs, target_lang=target, source_lang=source, split_sentences=split, line_breaks=False)
     generations = iter(await answer(request, front.submit(model, raw, request.state.request_id)))
     return [document.render([next(generations).text for _ in document.texts]) for document in documents]
