@@ -44,15 +44,17 @@ FAULT_RUN = 100  # the decoder run (after warm-up) that fails in the fault scena
 SERVER_ENV = {"HEED_KV_ROWS": "8", "HEED_QUEUE_SIZE": "16", "HEED_INTRA_OP_THREADS": "1", "HEED_LOG_LEVEL": "warning"}
 
 
-def build_repo(out: Path) -> Path:
+def build_repo(out: Path, forced: bool = True) -> Path:
     """A repository with the demo `tiny` translation model (export.demo: needs torch) that decodes
-    exactly TOKENS tokens unless told otherwise, so that every protocol's request costs the same."""
+    exactly TOKENS tokens unless told otherwise (`forced`), so that every protocol's request costs
+    the same; not `forced`: the demo's own defaults, for traffic that sets its own lengths (locust's)."""
     from export.demo import build_model_dir, spec
 
     _, directory = build_model_dir(out, MODEL, spec(max_positions=2 * TOKENS))
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["generation"] |= {"min_new_tokens": TOKENS, "max_new_tokens": TOKENS}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    if forced:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest["generation"] |= {"min_new_tokens": TOKENS, "max_new_tokens": TOKENS}
+        (directory / "manifest.json").write_text(json.dumps(manifest))
     return out
 
 

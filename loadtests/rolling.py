@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="heed-rolling-") as tmp:
         workdir = Path(tmp)
-        repo = args.model_repo or build_repo(workdir / "models")
+        repo = args.model_repo or build_repo(workdir / "models", forced=False)  # locust sets max_new_tokens 24
         ok, summary = run(repo, args.duration, args.users, workdir)
     print(summary)
     return 0 if ok else 1

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from loadtests.reliability import Report, build_repo, capacity, plateaued, run_scenario, table
+from loadtests.reliability import MODEL, Report, build_repo, capacity, plateaued, run_scenario, table
 from loadtests.traffic import PROTOCOLS, Outcome
 
 SECONDS = 6
@@ -94,3 +94,15 @@ def test_every_load_and_benchmark_tool_imports():
     assert {"rolling", "reliability", "bench_engine", "bench_http", "bench_long"} <= set(names)
     for name in names:
         importlib.import_module(f"loadtests.{name}")
+
+
+def test_the_rolling_restarts_model_takes_the_load_tests_requests(tmp_path):
+    """`make reliability`'s rolling restart drives locust's traffic (max_new_tokens 24,
+    loadtests/locustfile.py) at the model it builds: that model must not force longer outputs, as
+    the scenarios' model does (every locust request was a 422)."""
+    from service.engine import Engine
+    from service.settings import EngineConfig
+
+    engine = Engine(build_repo(tmp_path, forced=False) / MODEL, EngineConfig(intra_op_threads=1))
+    (result,) = engine.generate(["hello"], {"max_new_tokens": 24})
+    assert result.output_tokens <= 24
