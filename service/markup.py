@@ -14,20 +14,23 @@ back unchanged renders to the same tree:
   were (the standard library's ElementTree renames prefixes to ns0 and drops the DOCTYPE).
   External entities are never loaded or expanded (no XXE, no entity bombs).
 
-Text runs are translated each on its own, so inline elements stay around the words they wrap.
+A sentence cut by inline tags (`one <b>two</b> three`) is also a `Block` (service/inline_markup.py):
+its text is translated whole and cut back into its text nodes where that can be done exactly; each
+text run is also here on its own, for the blocks where it cannot. Either way only text nodes change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from lxml import etree
 from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNode
 
 from service.characters import check_text
 from service.errors import InvalidInput
+from service.inline_markup import INLINE, MAX_DEPTH, Block, Span, span
 
 Kind = Literal["html", "xml"]
 
@@ -42,18 +45,28 @@ _OPEN, _CLOSE = "<end-of-text>", "</end-of-text>"
 
 @dataclass(frozen=True)
 class Markup:
-    """A parsed document: its text runs to translate, in document order, and the document again."""
+    """A parsed document: its text runs to translate, in document order, the blocks of text and
+    inline elements among them (service/inline_markup.py), and the document again."""
 
     texts: list[str]  # each run without its surrounding whitespace; whitespace-only runs are not here
-    _fill: Callable[[list[str]], str] = field(repr=False)
+    _fill: Callable[[list[str], Mapping[int, list[str]]], str] = field(repr=False)
+    blocks: list[Block] = field(default_factory=list)  # each with two runs or more
 
-    def render(self, translations: list[str]) -> str:
-        """The document with each run replaced by its translation, inside the run's own whitespace.
+    def render(self, translations: list[str], placed: Mapping[int, list[str]] | None = None) -> str:
+        """The document with each run replaced by its translation, inside the run's own whitespace;
+        the runs of a block in `placed` (by its index in `blocks`) are not: that block's text nodes
+        get the texts it maps to instead, as they are (`inline_markup.place`).
 
         Renders from the parse each time, so one `Markup` can be rendered more than once."""
         if len(translations) != len(self.texts):
             raise ValueError(f"{len(translations)} translations for {len(self.texts)} text runs")
-        return self._fill([t.strip() for t in translations])
+        placed = placed or {}
+        for b, texts in placed.items():
+            if len(texts) != len(self.blocks[b].content.leaves()):
+                raise ValueError(
+                    f"{len(texts)} texts for the {len(self.blocks[b].content.leaves())} text nodes of block {b}"
+                )
+        return self._fill([t.strip() for t in translations], placed)
 
 
 def parse(document: str, kind: Kind, ignore: frozenset[str] = frozenset()) -> Markup:
@@ -79,21 +92,113 @@ def _translated(name: str, translate: str | None, verbatim: frozenset[str]) -> b
     return name not in verbatim and (translate or "").strip().lower() != "no"
 
 
+# -- the runs and blocks of a tree, for either parser ------------------------------------------
+# A node's content is a sequence of items: ("text", where, its text) for a text node (`where`
+# is what the parser replaces: a Lexbor node, or an lxml (element, "text" | "tail") slot), and
+# ("node", node, inline) for anything else, `inline` telling whether it may join a block.
+Item = tuple[str, Any, Any]
+
+
+@dataclass
+class _Content:
+    """What a walk found: each run's place, the blocks, and the places of each block's text nodes."""
+
+    runs: list[Any] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+    leaves: list[list[Any]] = field(default_factory=list)
+
+    def close(self, children: list[str | Span], places: list[Any]) -> None:
+        """The end of a sequence of text nodes and inline elements: its runs, and a block if it
+        has more than one (one run alone is translated whole anyway)."""
+        start = len(self.runs)
+        for place, text in zip(places, (leaf for child in children for leaf in _leaf_texts(child)), strict=True):
+            if text.strip():
+                self.runs.append(place)
+                self.texts.append(text.strip())
+        if len(self.runs) - start >= 2:
+            self.blocks.append(Block(span(tuple(children)), range(start, len(self.runs))))
+            self.leaves.append(list(places))
+        children.clear()
+        places.clear()
+
+
+def _leaf_texts(child: str | Span) -> list[str]:
+    return [child] if isinstance(child, str) else child.leaves()
+
+
+def _walk(top: Iterable[Item], items: Callable[[Any], list[Item] | None]) -> _Content:
+    """The runs and blocks in document order; `items` is a node's content, None for one left as
+    written. An explicit stack: a deep document does not reach Python's recursion limit."""
+    found = _Content()
+    stack: list[tuple[Any, list[str | Span], list[Any]]] = [(iter(top), [], [])]
+    while stack:
+        pending, children, places = stack[-1]
+        item = next(pending, None)
+        if item is None:
+            stack.pop()
+            found.close(children, places)
+            continue
+        kind, where, value = item
+        if kind == "text":
+            children.append(value)
+            places.append(where)
+            continue
+        inline = _inline(where, items, 0) if value else None
+        if inline is not None:
+            children.append(inline[0])
+            places += inline[1]
+            continue
+        found.close(children, places)  # a boundary: a block element, a line break, a comment, ...
+        content = items(where)
+        if content is not None:
+            stack.append((iter(content), [], []))
+    return found
+
+
+def _inline(node: Any, items: Callable[[Any], list[Item] | None], depth: int) -> tuple[Span, list[Any]] | None:
+    """An inline element's `Span` and the places of its text nodes; None unless it holds text,
+    and only text and inline elements, not left as written."""
+    content = items(node) if depth < MAX_DEPTH else None
+    if content is None:
+        return None
+    children: list[str | Span] = []
+    places: list[Any] = []
+    for kind, where, value in content:
+        if kind == "text":
+            children.append(value)
+            places.append(where)
+            continue
+        inner = _inline(where, items, depth + 1) if value else None
+        if inner is None:
+            return None
+        children.append(inner[0])
+        places += inner[1]
+    whole = span(tuple(children))
+    return (whole, places) if whole.text else None
+
+
 # -- HTML --------------------------------------------------------------------------------------
 
 
 def _parse_html(document: str, verbatim: frozenset[str]) -> Markup:
-    texts = [node.text_content.strip() for node in _html_runs(_read_html(document), verbatim)]
+    found = _html_content(_read_html(document), verbatim)
 
-    def fill(translations: list[str]) -> str:
+    def fill(translations: list[str], placed: Mapping[int, list[str]]) -> str:
         # replacing a node detaches it: every render replaces in a fresh parse (the parser's clone()
         # would lose the content of <template> elements)
         tree = _read_html(document)
-        for node, translation in zip(_html_runs(tree, verbatim), translations, strict=True):
-            node.replace_with(_rewrap(node.text_content, translation))
+        again = _html_content(tree, verbatim)
+        kept = {r for b in placed for r in again.blocks[b].runs}
+        for r, (node, translation) in enumerate(zip(again.runs, translations, strict=True)):
+            if r not in kept:
+                node.replace_with(_rewrap(node.text_content, translation))
+        for b, texts in placed.items():
+            for node, text in zip(again.leaves[b], texts, strict=True):
+                node.replace_with(text)
         return tree.html
 
-    return Markup(texts, fill)
+    return Markup(found.texts, fill, found.blocks)
 
 
 def _read_html(document: str) -> LexborHTMLParser:
@@ -110,21 +215,25 @@ def _read_html(document: str) -> LexborHTMLParser:
     return tree
 
 
-def _html_runs(tree: LexborHTMLParser, verbatim: frozenset[str]) -> list[LexborNode]:
-    """The text nodes to translate, in document order."""
-    runs: list[LexborNode] = []
-    stack: list[LexborNode | None] = [tree.root]  # a fragment's root is its first node: siblings follow
-    while stack:
-        node = stack.pop()
-        if node is None:
-            continue
-        stack.append(node.next)
+def _html_content(tree: LexborHTMLParser, verbatim: frozenset[str]) -> _Content:
+    def items(node: LexborNode) -> list[Item] | None:
+        if not (node.is_element_node and _translated(node.tag, node.attributes.get("translate"), verbatim)):
+            return None
+        return _html_items(node.first_child)
+
+    return _walk(_html_items(tree.root), items)  # a fragment's root is its first node: siblings follow
+
+
+def _html_items(node: LexborNode | None) -> list[Item]:
+    """`node` and its next siblings as items: an element of `INLINE` may join a block."""
+    found: list[Item] = []
+    while node is not None:
         if node.is_text_node:
-            if node.text_content.strip():
-                runs.append(node)
-        elif node.is_element_node and _translated(node.tag, node.attributes.get("translate"), verbatim):
-            stack.append(node.first_child)  # popped before node.next: document order
-    return runs
+            found.append(("text", node, node.text_content))
+        else:
+            found.append(("node", node, node.is_element_node and node.tag in INLINE))
+        node = node.next
+    return found
 
 
 # -- XML ---------------------------------------------------------------------------------------
@@ -133,12 +242,19 @@ def _html_runs(tree: LexborHTMLParser, verbatim: frozenset[str]) -> list[LexborN
 def _parse_xml(document: str, verbatim: frozenset[str]) -> Markup:
     # a document has a prolog (the XML declaration or a DOCTYPE); anything else is content
     whole = document.lstrip().startswith(("<?xml", "<!DOCTYPE"))
-    texts = [getattr(node, side).strip() for node, side in _xml_slots(_read_xml(document, whole), verbatim)]
+    found = _xml_content(_read_xml(document, whole), verbatim)
 
-    def fill(translations: list[str]) -> str:
+    def fill(translations: list[str], placed: Mapping[int, list[str]]) -> str:
         root = _read_xml(document, whole)  # a fresh parse (cheap) for each render, as for HTML
-        for (node, side), translation in zip(_xml_slots(root, verbatim), translations, strict=True):
-            text = _rewrap(getattr(node, side), translation)
+        again = _xml_content(root, verbatim)
+        kept = {r for b in placed for r in again.blocks[b].runs}
+        news = [
+            (slot, _rewrap(getattr(*slot), t))
+            for r, (slot, t) in enumerate(zip(again.runs, translations))
+            if r not in kept
+        ]
+        news += [(slot, text) for b, texts in placed.items() for slot, text in zip(again.leaves[b], texts, strict=True)]
+        for (node, side), text in news:
             if text != getattr(node, side):  # an unchanged run keeps its form (a CDATA section stays one)
                 setattr(node, side, text)
         if whole:
@@ -146,7 +262,7 @@ def _parse_xml(document: str, verbatim: frozenset[str]) -> Markup:
         written = etree.tostring(root, encoding="unicode")
         return written[len(_OPEN) : -len(_CLOSE)] if written.endswith(_CLOSE) else ""  # "": <end-of-text/>
 
-    return Markup(texts, fill)
+    return Markup(found.texts, fill, found.blocks)
 
 
 def _read_xml(document: str, whole: bool) -> etree._Element:
@@ -168,21 +284,28 @@ def _read_xml(document: str, whole: bool) -> etree._Element:
         raise InvalidInput(f"the XML document is not well-formed: {error.message} ({where})") from e
 
 
-def _xml_slots(element: etree._Element, verbatim: frozenset[str]) -> list[tuple[etree._Element, str]]:
-    """Where the runs to translate are, in document order: (node, "text") for an element's first
-    text, (node, "tail") for the text after a node (an element, comment, entity or PI)."""
-    slots: list[tuple[etree._Element, str]] = []
-    translate = element.get("translate") or element.get(_ITS_TRANSLATE)
-    if not _translated(etree.QName(element).localname, translate, verbatim):
-        return slots
-    if element.text and element.text.strip():
-        slots.append((element, "text"))
-    for child in element:
-        if isinstance(child.tag, str):  # an element; comments, PIs and entities hold no prose
-            slots += _xml_slots(child, verbatim)
-        if child.tail and child.tail.strip():
-            slots.append((child, "tail"))
-    return slots
+def _xml_content(root: etree._Element, verbatim: frozenset[str]) -> _Content:
+    """The runs and blocks; a run's place is (node, "text") for an element's first text, (node,
+    "tail") for the text after a node (an element, comment, entity or PI: only an element holds
+    prose). XML names no inline elements: an element may join a block when its name is HTML's
+    inline one or when it is in mixed content (text beside it, as `<b>` in `Press <b>OK</b> now`)."""
+
+    def items(element: etree._Element) -> list[Item] | None:
+        if not isinstance(element.tag, str):
+            return None
+        translate = element.get("translate") or element.get(_ITS_TRANSLATE)
+        if not _translated(etree.QName(element).localname, translate, verbatim):
+            return None
+        mixed = bool((element.text or "").strip()) or any((child.tail or "").strip() for child in element)
+        found: list[Item] = [("text", (element, "text"), element.text)] if element.text else []
+        for child in element:
+            name = etree.QName(child).localname.lower() if isinstance(child.tag, str) else None
+            found.append(("node", child, name is not None and (mixed or name in INLINE)))
+            if child.tail:
+                found.append(("text", (child, "tail"), child.tail))
+        return found
+
+    return _walk([("node", root, False)], items)
 
 
 def _prolog(document: str) -> str:

@@ -7,7 +7,7 @@ import deepl
 import pytest
 
 from tests.http_server import running
-from tests.test_markup import blank, html_tree, xml_tree
+from tests.test_markup import elements, html_tree, xml_tree
 
 KEY = "deepl-secret"
 AUTH = {"Authorization": f"DeepL-Auth-Key {KEY}"}
@@ -103,15 +103,17 @@ def test_html_keeps_its_markup_and_ignore_tags_are_left_as_written(translator, s
     html = '<p>one hundred and <b>twenty</b>-three <x-name>seventy-seven</x-name></p><p translate="no">two</p>'
     result = translator.translate_text(html, target_lang="DE", tag_handling="html", ignore_tags=["x-name"])
     tree = html_tree(result.text)
-    assert blank(tree) == blank(html_tree(html)) and result.detected_source_lang == "EN"
-    one, twenty, three = native(server, ["one hundred and", "twenty", "-three"], "de")
+    assert elements(tree) == elements(html_tree(html)) and result.detected_source_lang == "EN"
+    # the sentence cut by <b> is translated whole, <b> around the words it wraps; the ignored tag ends it
+    [whole], [twenty] = native(server, ["one hundred and twenty-three"], "de"), native(server, ["twenty"], "de")
+    at = whole.lower().index(twenty.lower())
     assert tree[0] == (
         "p",
         (),
         [
-            ("#text", f"{one} "),
+            ("#text", whole[:at]),
             ("b", (), [("#text", twenty)]),
-            ("#text", f"{three} "),
+            ("#text", f"{whole[at + len(twenty) :]} "),
             ("x-name", (), [("#text", "seventy-seven")]),
         ],
     )
@@ -119,14 +121,22 @@ def test_html_keeps_its_markup_and_ignore_tags_are_left_as_written(translator, s
 
 
 def test_xml_keeps_its_tree_and_blank_documents_come_back(server):
-    xml = '<doc><t id="1">four thousand five hundred</t><skip>seven</skip><t>seventy-seven</t></doc>'
+    xml = (
+        '<doc><t id="1">four thousand five hundred</t><skip>seven</skip><t>seventy-seven</t>'
+        '<t>one hundred and <x:b xmlns:x="urn:x" k="v">twenty</x:b>-three</t></doc>'
+    )
     body = {"text": [xml, ""], "target_lang": "FR", "tag_handling": "xml", "ignore_tags": "skip,other"}
     r = deepl_post(server, "/v2/translate", json=body)
     assert r.status_code == 200, r.text
     translated, empty = (t["text"] for t in r.json()["translations"])
-    four, seventy = native(server, ["four thousand five hundred", "seventy-seven"], "fr")
+    four, seventy, whole, twenty = native(
+        server, ["four thousand five hundred", "seventy-seven", "one hundred and twenty-three", "twenty"], "fr"
+    )
+    # in mixed content an element is inline: its sentence is translated whole, the element put back in it
+    at = whole.lower().index(twenty.lower())
+    cut = f'{whole[:at]}<x:b xmlns:x="urn:x" k="v">{twenty}</x:b>{whole[at + len(twenty) :]}'
     assert empty == "" and xml_tree(translated) == xml_tree(
-        f'<doc><t id="1">{four}</t><skip>seven</skip><t>{seventy}</t></doc>'
+        f'<doc><t id="1">{four}</t><skip>seven</skip><t>{seventy}</t><t>{cut}</t></doc>'
     )
 
 

@@ -1,5 +1,7 @@
 """HTML and XML keep their markup through translation (service/markup.py): the output's parsed tree
-is the input's, with only the text runs replaced; here by a fake translation, upper-casing."""
+is the input's, with only the text runs replaced; here by a fake translation, upper-casing. A
+sentence cut by inline tags is a block, translated whole and cut back into its text nodes
+(service/inline_markup.py); here by fake translations, a dictionary."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from lxml import etree
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from service.errors import InvalidInput
+from service.inline_markup import place
 from service.markup import parse
 
 
@@ -39,6 +42,17 @@ def _html_nodes(node: LexborNode | None) -> list:
 def blank(tree: list) -> list:
     """The tree without its text: its shape."""
     return [(n[0], n[1], blank(n[2])) if len(n) == 3 else (n[0], "" if n[0] == "#text" else n[1]) for n in tree]
+
+
+def elements(tree: list) -> list:
+    """The tree's elements, their attributes and their nesting, without its text nodes (a text node
+    translated to nothing is not parsed back)."""
+    return [(n[0], n[1], elements(n[2])) if len(n) == 3 else n for n in tree if n[0] != "#text"]
+
+
+def text_of(markup: str) -> str:
+    """The text an HTML fragment reads as, its markup aside."""
+    return LexborHTMLParser(markup, is_fragment=True).root.text(deep=True)
 
 
 def xml_tree(markup: str) -> tuple:
@@ -221,3 +235,114 @@ def test_render_takes_one_translation_per_run_and_empty_documents_have_none():
         for empty in ("", "  \n", "<p> </p>"):
             markup = parse(empty, kind)
             assert markup.texts == [] and markup.render([]) == empty
+
+
+# -- blocks: a sentence cut by inline tags -----------------------------------------------------
+
+
+def put_back(source: str, translations: dict[str, str], kind: str = "html") -> tuple[str, list[int]]:
+    """The document with each block translated whole and put back (fake `translations`: a text
+    to its translation), the runs of the blocks that cannot be put back upper-cased; and those
+    blocks' indices."""
+    markup = parse(source, kind)
+    placed = {b: place(block, translations[block.content.text], translations) for b, block in enumerate(markup.blocks)}
+    fell = [b for b, texts in placed.items() if texts is None]
+    kept = {b: texts for b, texts in placed.items() if texts is not None}
+    return markup.render(shout(markup.texts), kept), fell
+
+
+def test_a_sentence_cut_by_inline_tags_is_translated_whole_and_its_tags_put_back():
+    source = "<p>one hundred and <b>twenty</b>-three</p>"
+    markup = parse(source, "html")
+    assert [b.content.text for b in markup.blocks] == ["one hundred and twenty-three"]
+    assert [s.text for s in markup.blocks[0].content.spans()] == ["twenty"] and markup.blocks[0].runs == range(3)
+    out, fell = put_back(source, {"one hundred and twenty-three": "einhundertdreiundzwanzig", "twenty": "Zwanzig"})
+    assert fell == [] and text_of(out) == "einhundertdreiundzwanzig"  # the sentence's translation, not its pieces
+    assert elements(html_tree(out)) == elements(html_tree(source))  # same elements, attributes and nesting
+    assert html_tree(out) == [("p", (), [("#text", "einhundertdreiund"), ("b", (), [("#text", "zwanzig")])])]
+
+
+MENTION = (  # a Mastodon status: a mention (an h-card around a link around a span) and a link mid-sentence
+    '<p>Hello <span class="h-card"><a href="https://x.example/@bob" class="u-url mention">@<span>bob</span></a>'
+    '</span> see <a href="https://x.example/?a=1&amp;b=2" rel="nofollow noopener" target="_blank">this</a> now</p>'
+)
+
+
+def test_nested_inline_elements_keep_their_tree_and_attributes_byte_for_byte():
+    words = {
+        "Hello @bob see this now": "Hallo @Bob, sieh dir das jetzt an",
+        "@bob": "@bob",
+        "bob": "Bob",
+        "this": "das",
+    }
+    out, fell = put_back(MENTION, words)
+    assert fell == [] and text_of(out) == "Hallo @Bob, sieh dir das jetzt an"
+    assert elements(html_tree(out)) == elements(html_tree(MENTION))
+    for tag in ('<span class="h-card">', '<a href="https://x.example/@bob" class="u-url mention">', "<span>"):
+        assert tag in out
+    assert '<a href="https://x.example/?a=1&amp;b=2" rel="nofollow noopener" target="_blank">das</a>' in out
+    assert html_tree(out)[0][2][0] == ("#text", "Hallo ") and html_tree(out)[0][2][-1] == ("#text", " jetzt an")
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        {"@bob": "@bob", "bob": "Bob", "this": "dies"},  # "dies" is not in the sentence's translation
+        {"@bob": "@bob", "bob": "Bob", "this": "a"},  # "a" is in it twice: ambiguous
+        {"@bob": "@bob", "bob": "Bob", "this": "hallo"},  # before the mention: out of order
+        {"@bob": "Herr Bob", "bob": "Bob", "this": "das"},  # the outer element's words are not there
+        {"@bob": "@bob", "bob": "Robert", "this": "das"},  # nor the inner one's inside the outer one's
+    ],
+)
+def test_a_block_whose_tags_cannot_be_put_back_exactly_is_translated_run_by_run(words):
+    out, fell = put_back(MENTION, {"Hello @bob see this now": "Hallo @Bob, sieh dir das jetzt an"} | words)
+    assert fell == [0]
+    assert html_tree(out) == html_tree(MENTION.replace("Hello", "HELLO").replace("bob<", "BOB<").replace("see", "SEE")
+                                        .replace("this", "THIS").replace("now", "NOW"))  # fmt: skip
+
+
+def test_what_ends_a_block():
+    source = (
+        "<div>lead <b>bold</b><p>one <i>two</i></p>x<br>y <em>z</em>"
+        "<p>see <code>x = 1</code> and <b>more</b></p>"
+        '<p>a <span translate="no">b</span> c <i>d</i><!-- c --> e <span></span> f <img src="i.png"> g</p>'
+        "<p><b>whole</b></p><p>one <b>x<br>y</b> two</p><ul><li>a <b>b</b></li></ul></div>"
+    )
+    markup = parse(source, "html")
+    assert [b.content.text for b in markup.blocks] == ["lead bold", "one two", "y z", "and more", "c d", "a b"]
+    # every run is still there, in document order, for the blocks translated run by run
+    assert markup.texts[:8] == ["lead", "bold", "one", "two", "x", "y", "z", "see"]
+    out = markup.render(shout(markup.texts), {b: [t.upper() for t in block.content.leaves()]
+                                              for b, block in enumerate(markup.blocks)})  # fmt: skip
+    assert html_tree(out) == html_tree(markup.render(shout(markup.texts)))
+
+
+def test_text_with_no_text_node_to_go_in_falls_back_and_whitespace_is_kept():
+    source = "<p>one <b>two</b><i>three</i> four</p>"
+    markup = parse(source, "html")
+    block = markup.blocks[0]
+    assert place(block, "EINS ZWEI UND DREI VIER", {"two": "zwei", "three": "drei"}) is None  # "UND": nowhere to go
+    assert place(block, "EINS ZWEI DREI VIER", {"two": "zwei", "three": "drei"}) == ["EINS ", "ZWEI", "DREI", " VIER"]
+    padded = parse("\n  <p>\n one <b>two</b> three \n</p>", "html")
+    texts = place(padded.blocks[0], " EINS ZWEI DREI ", {"two": "zwei"})
+    assert texts == ["\n EINS ", "ZWEI", " DREI \n"] and padded.render(["", "", ""], {0: texts}).startswith("\n  <p>")
+    with pytest.raises(ValueError, match="2 texts for the 4 text nodes of block 0"):
+        markup.render(shout(markup.texts), {0: ["a", "b"]})
+
+
+def test_xml_mixed_content_is_a_block_and_keeps_its_tree():
+    source = (
+        '<doc xmlns:x="urn:x"><t id="1">one</t><t>two</t>'
+        "<par>Press <x:b class='k'>Continue</x:b> to advance<!-- n --> five</par>"
+        "<par><![CDATA[a]]> <i>b</i></par></doc>"
+    )
+    markup = parse(source, "xml")
+    assert [b.content.text for b in markup.blocks] == ["Press Continue to advance", "a b"]
+    out, fell = put_back(source, {"Press Continue to advance": "Drücke Weiter um fortzufahren", "Continue": "weiter",
+                                  "a b": "A B", "b": "b"}, "xml")  # fmt: skip
+    assert fell == []
+    want = source.replace("one", "ONE").replace("two", "TWO").replace("five", "FIVE")
+    want = want.replace(
+        "Press <x:b class='k'>Continue</x:b> to advance", "Drücke <x:b class='k'>Weiter</x:b> um fortzufahren"
+    )
+    assert xml_tree(out) == xml_tree(want.replace("<![CDATA[a]]> <i>b</i>", "A <i>B</i>"))

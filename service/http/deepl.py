@@ -19,9 +19,9 @@ and refuses what it could only ignore by changing what the answer means:
   the default where a language has no formality, and no language heed serves has one:
   `/v2/languages` says `"supports_formality": false`); `preserve_formatting` (heed corrects no
   formatting anyway); `context` and `model_type` (hints; the translation stays a translation);
-  `splitting_tags`, `non_splitting_tags` and `outline_detection` (heed translates each text run
-  between tags on its own, so tags never split or join sentences); every parameter DeepL does not
-  know.
+  `splitting_tags`, `non_splitting_tags` and `outline_detection` (heed decides itself which tags
+  join a sentence: inline elements do, any other element ends one, service/inline_markup.py);
+  every parameter DeepL does not know.
 - refused with 400: `formality` `more` and `less` (DeepL refuses them on such languages); the
   parameters that name what heed does not keep, `glossary_id`, `glossary_ids`, `style_id`,
   `translation_memory_id` (DeepL refuses an unknown one; ignoring it would silently drop the
