@@ -10,6 +10,7 @@ KINDS = {
     "http": "loadtests.bench_http",
     "long": "loadtests.bench_long",
     "decoder": "loadtests.bench_decoder",
+    "memory": "loadtests.bench_memory",
 }
 
 
