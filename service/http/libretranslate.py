@@ -2,7 +2,9 @@
 
 Fields come as LibreTranslate's clients send them: a JSON body, a form-encoded body, or the query
 string (the body's fields win). The model is the translate model whose languages cover the pair
-(`FrontDoor.translation_model`); `source` `auto` detects the language first. `format` `html`
+(`FrontDoor.translation_model`); `source` `auto` detects the language first, as LibreTranslate
+does: each text of a list over `ALONE` characters alone, shorter ones (too short to tell) as the
+request's texts together; texts of different languages go to their own models. `format` `html`
 translates the text of HTML documents and keeps their markup (service/markup.py). Errors are
 LibreTranslate's `{"error": message}`, with its status codes: 400 for a bad request, 403 for a
 bad API key (`api_key` in the body or the query, or the bearer header; `/languages` needs none),
@@ -31,6 +33,7 @@ from service.validation import RawRequest
 PATHS = frozenset({"/translate", "/languages", "/detect"})
 OPEN_PATHS = frozenset({"/languages"})  # LibreTranslate asks no key for it
 FORMATS = ("text", "html")  # html: each q is an HTML document or fragment, answered with its markup kept
+ALONE = 40  # characters of text from which a list's item is detected on its own (LibreTranslate's rule)
 
 
 def _status(status: int) -> int:
@@ -63,6 +66,12 @@ def detection(d: Detection) -> dict:
     return {"confidence": round(100 * d.confidence, 1), "language": d.language}
 
 
+def detections(front: FrontDoor, texts: list[str]) -> list[Detection]:
+    """Each text's language (`ALONE`): a short one takes what all of them together read as."""
+    together = front.detect("\n".join(texts))[0] if any(len(t) <= ALONE for t in texts) else None
+    return [front.detect(text)[0] if len(text) > ALONE else together for text in texts]
+
+
 def libretranslate_routes(front: FrontDoor) -> APIRouter:
     router = APIRouter(tags=["LibreTranslate"])
 
@@ -84,20 +93,28 @@ def libretranslate_routes(front: FrontDoor) -> APIRouter:
         # HTML: each item is a document; its text runs are translated and put back into its markup
         documents = [parse(text, "html") for text in texts] if text_format == "html" else None
         read = prose(documents) if documents else texts  # what is detected: the text, not its markup
-        detected = [front.detect(text)[0] for text in read] if source == "auto" else None
-        source_code = detected[0].language if detected else source
-        model, target_code = front.translation_model(source_code, target)
-        request.state.model = model
-        if documents:
-            translated = await translate_markup(request, front, model, documents, target_code, source_code, True)
-            others: list[list[str]] = [[] for _ in texts]  # as LibreTranslate: no alternatives for HTML
-        else:
-            # the n best of a beam search one wider than the alternatives asked for
-            n_best = GenerationOptions(beam_size=alternatives + 1, num_return_sequences=alternatives + 1)
-            options = n_best if alternatives else GenerationOptions()
-            raw = RawRequest(texts, options, target_code, source_code, split_sentences=True)
-            generations = await answer(request, front.submit(model, raw, request.state.request_id))
-            translated, others = [g.text for g in generations], [g.alternatives for g in generations]
+        detected = detections(front, read) if source == "auto" else None
+        by_source: dict[str, list[int]] = {}  # the texts of each source language, in order
+        for i in range(len(texts)):
+            by_source.setdefault(detected[i].language if detected else source, []).append(i)
+        translated, others = [""] * len(texts), [[] for _ in texts]  # as LibreTranslate: no alternatives for HTML
+        for source_code, items in by_source.items():
+            model, target_code = front.translation_model(source_code, target)
+            request.state.model = model
+            if documents:
+                picked = [documents[i] for i in items]
+                done = await translate_markup(request, front, model, picked, target_code, source_code, True)
+            else:
+                # the n best of a beam search one wider than the alternatives asked for
+                n_best = GenerationOptions(beam_size=alternatives + 1, num_return_sequences=alternatives + 1)
+                options = n_best if alternatives else GenerationOptions()
+                raw = RawRequest([texts[i] for i in items], options, target_code, source_code, split_sentences=True)
+                generations = await answer(request, front.submit(model, raw, request.state.request_id))
+                done = [g.text for g in generations]
+                for i, g in zip(items, generations):
+                    others[i] = g.alternatives
+            for i, text in zip(items, done):
+                translated[i] = text
         body: dict[str, Any] = {"translatedText": translated if isinstance(q, list) else translated[0]}
         if alternatives:
             body["alternatives"] = others if isinstance(q, list) else others[0]
