@@ -4,9 +4,17 @@ Weights of every MatMul/Gemm become 8-bit with per-channel scales; activations a
 the fly per call. It shrinks the graphs about 4x and speeds up CPU GEMMs; outputs change slightly,
 so heed reports how often greedy output still equals fp32's instead of promising identity.
 
-Weights are unsigned (U8U8): on x86 CPUs without VNNI, signed int8 weights go through an
-instruction that saturates intermediate sums, and on heed's test models that drifted logits by
-0.6-1.7 standard deviations, against 0.03-0.07 for unsigned weights (tests/test_hf_import.py).
+Weights are signed (QInt8), asymmetric per channel: one format for every CPU, whose kernels are
+chosen when the model loads (service/cpu.py, service/runner.py). On x86 CPUs with VNNI or AMX,
+ONNX Runtime multiplies them by unsigned activations exactly with its fastest int8 kernels
+(U8S8). On x86 CPUs without, that path goes through an instruction that saturates 16-bit sums
+(logits drifted 0.6-1.7 standard deviations on heed's test models, against 0.03-0.07 for
+unsigned weights), so there the runner has ONNX Runtime add 128 to every weight and zero point
+at load: the same dequantized weights, computed by its exact U8U8 kernel. Asymmetric, not
+symmetric: the dequantized weights are exactly those of heed's earlier unsigned format (256
+levels from each channel's minimum to its maximum), so int8 accuracy is unchanged; symmetric
+weights waste levels and agreed less often with fp32 on two of six test models (docs/performance.md).
+Model directories quantized earlier hold unsigned weights (QUInt8) and load and run unchanged.
 """
 
 from __future__ import annotations
@@ -23,11 +31,26 @@ def quantize_graph(source: Path, target: Path) -> None:
     quantize_dynamic(
         str(source),
         str(target),
-        weight_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
         per_channel=True,
         op_types_to_quantize=["MatMul", "Gemm"],
-        extra_options={"MatMulConstBOnly": True},
+        extra_options={"MatMulConstBOnly": True, "WeightSymmetric": False},
     )
+    check_signed_int8(target)
+
+
+def check_signed_int8(path: Path) -> None:
+    """Every quantized MatMul's constant weights and their zero points are int8 (what the runner's
+    choice of kernels expects; adding 128 to both at load keeps the dequantized values)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    types = {i.name: i.data_type for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "MatMulInteger" and node.input[1] in types:
+            found = [types.get(name) for name in (node.input[1], node.input[3] if len(node.input) > 3 else "")]
+            if found != [onnx.TensorProto.INT8] * 2:
+                raise ValueError(f"{path}: {node.name}: weights are not signed int8 ({node.input[1]})")
 
 
 def quantize_model_dir(directory: Path) -> Manifest:

@@ -3,7 +3,9 @@
 All engines load the reference checkpoint (loadtests/reference.py); heed imports it with its HF
 importer (fp32, and int8 dynamic quantization), CTranslate2 converts it (float32, int8),
 transformers runs it in PyTorch; the roof engines run only the decoder's matrix products
-(loadtests/roof.py), the most any of them could reach on this machine. Each workload forces 48
+(loadtests/roof.py), the most any of them could reach on this machine: fp32, and int8 with both
+kernels (roof-int8-u8s8: signed weights; roof-int8-u8u8: made unsigned at load), of which heed
+runs the one that fits this CPU (service/cpu.py; `roof-int8` is that one alone). Each workload forces 48
 target tokens per input, so every engine produces the same number of tokens; throughput is
 target tokens per second, the median of `--repeats` rounds after a warm-up, each round running
 every engine once in turn, so that drift in the machine's load hits them alike. Prints a table
@@ -102,9 +104,12 @@ def ctranslate2_engine(checkpoint: Path, work: Path, quantization: str, threads:
     return run
 
 
-def roof_engine(graph: Path, threads: int) -> Run:
+ROOF_INT8_KERNELS = {"roof-int8": "auto", "roof-int8-u8s8": "signed", "roof-int8-u8u8": "unsigned"}
+
+
+def roof_engine(graph: Path, threads: int, int8_kernels: str = "auto") -> Run:
     """The decoder's matrix products alone (loadtests/roof.py): each engine's ceiling here."""
-    steps = roof_steps(graph, threads)
+    steps = roof_steps(graph, threads, int8_kernels)
 
     def run(texts: list[str], beam: int) -> None:
         steps(len(texts) * beam, NEW_TOKENS)
@@ -132,6 +137,17 @@ def timed(
     return {name: len(texts) * new_tokens / statistics.median(times) for name, times in seconds.items()}
 
 
+def signed_int8(directory: Path) -> bool:
+    """False for an int8 export older than signed weights (re-exported, not benchmarked as heed's)."""
+    from export.quantize import check_signed_int8
+
+    try:
+        check_signed_int8(directory / "decoder.onnx")
+    except ValueError:
+        return False
+    return True
+
+
 def prepare_heed(checkpoint: Path, work: Path) -> dict[str, Path]:
     from export.hf import export_checkpoint
 
@@ -139,19 +155,28 @@ def prepare_heed(checkpoint: Path, work: Path) -> dict[str, Path]:
     for quantize in (None, "int8"):
         name = f"heed-{quantize or 'fp32'}"
         directory = work / name
-        if not (directory / "manifest.json").is_file():
+        if not (directory / "manifest.json").is_file() or (quantize and not signed_int8(directory)):
             export_checkpoint(checkpoint, directory, name=name, task="translate", quantize=quantize)
         dirs[name] = directory
     return dirs
 
 
+def heed_int8_roof() -> str:
+    """The int8 roof that runs heed's int8 kernels on this CPU (service/cpu.py)."""
+    from service.cpu import choose_int8_kernels
+
+    return "roof-int8-u8s8" if choose_int8_kernels() == "signed" else "roof-int8-u8u8"
+
+
 def ratio_columns(row: dict[str, float]) -> dict[str, float]:
+    int8_roof = "roof-int8" if "roof-int8" in row else heed_int8_roof()
     pairs = {
         "heed-fp32 / ct2-float32": ("heed-fp32", "ct2-float32"),
         "heed-int8 / ct2-int8": ("heed-int8", "ct2-int8"),
         "heed-fp32 / transformers": ("heed-fp32", "transformers"),
         "heed-fp32 / roof-fp32": ("heed-fp32", "roof-fp32"),
-        "heed-int8 / roof-int8": ("heed-int8", "roof-int8"),
+        "heed-int8 / roof-int8": ("heed-int8", int8_roof),
+        "roof-int8 u8s8 / u8u8": ("roof-int8-u8s8", "roof-int8-u8u8"),
     }
     return {label: row[a] / row[b] for label, (a, b) in pairs.items() if a in row and b in row}
 
@@ -185,11 +210,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--engines", default="heed-fp32,heed-int8,transformers,ct2-float32,ct2-int8,roof-fp32,roof-int8"
+        "--engines",
+        default="heed-fp32,heed-int8,transformers,ct2-float32,ct2-int8,roof-fp32,roof-int8-u8s8,roof-int8-u8u8",
     )
     parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     args = parser.parse_args(argv)
 
+    from service.cpu import choose_int8_kernels, cpu_flags
+
+    found = sorted((cpu_flags() or frozenset()) & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})
+    kernels = choose_int8_kernels()
+    print(f"CPU flags: {', '.join(found) or 'none of avx2/avx512/vnni/amx'}; heed int8 kernels here: {kernels}")
     args.work.mkdir(parents=True, exist_ok=True)
     checkpoint = build_checkpoint(args.work / "reference-hf")
     wanted = args.engines.split(",")
@@ -199,8 +230,10 @@ def main(argv: list[str]) -> int:
         "ct2-int8": lambda: ctranslate2_engine(checkpoint, args.work, "int8", args.threads),
     }
     if any(e.startswith("roof") for e in wanted):
-        for name, graph in prepare_roofs(checkpoint, args.work).items():
-            factories[name] = lambda g=graph: roof_engine(g, args.threads)
+        graphs = prepare_roofs(checkpoint, args.work)
+        factories["roof-fp32"] = lambda: roof_engine(graphs["roof-fp32"], args.threads)
+        for name, kernels in ROOF_INT8_KERNELS.items():
+            factories[name] = lambda k=kernels: roof_engine(graphs["roof-int8"], args.threads, k)
     if any(e.startswith("heed") for e in wanted):
         for name, directory in prepare_heed(checkpoint, args.work).items():
             factories[name] = lambda d=directory: heed_engine(d, args.threads)
@@ -218,7 +251,9 @@ def main(argv: list[str]) -> int:
         ratios = "  ".join(f"{label} {value:.2f}x" for label, value in results[-1]["ratios"].items())
         print(f"{workload.name:11s}  {cells}  |  {ratios}", flush=True)
 
-    (args.work / "engine.json").write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
+    (args.work / "engine.json").write_text(
+        json.dumps({"threads": args.threads, "cpu_flags": found, "int8_kernels": kernels, "results": results}, indent=2)
+    )
     plot(results, args.work / "engine.png")
     print(f"wrote {args.work / 'engine.json'} and {args.work / 'engine.png'}")
     return 0

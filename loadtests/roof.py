@@ -5,7 +5,9 @@ cross-attention Q, output: cross K/V come from the encoder once) and the two FFN
 then the output projection over the vocabulary, chained in one graph with nothing else: no
 attention, no normalization, no token choice, no encoder. A decoding engine cannot run a step
 faster than this graph runs with as many rows, so `heed bench engine` shows every engine's
-throughput next to it. int8 is quantized with heed's own settings (export/quantize.py).
+throughput next to it. int8 is quantized with heed's own settings (export/quantize.py: signed
+weights) and runs with either kernels: U8S8 (the weights as they are, what heed runs on CPUs with
+VNNI or AMX) or U8U8 (made unsigned at load, what heed runs on x86 without; service/cpu.py).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def prepare_roofs(checkpoint: Path, work: Path) -> dict[str, Path]:
     """roof-fp32 and roof-int8 graphs in `work`, built once."""
     from export.quantize import quantize_graph
 
-    fp32, int8 = work / "roof-fp32.onnx", work / "roof-int8.onnx"
+    fp32, int8 = work / "roof-fp32.onnx", work / "roof-int8-signed.onnx"  # not an older unsigned roof-int8.onnx
     if not fp32.is_file():
         build_roof_graph(checkpoint, fp32)
     if not int8.is_file():
@@ -54,13 +56,15 @@ def prepare_roofs(checkpoint: Path, work: Path) -> dict[str, Path]:
     return {"roof-fp32": fp32, "roof-int8": int8}
 
 
-def roof_steps(path: Path, threads: int):
-    """-> run(rows, steps): the graph `steps` times on `rows` rows, as a decoder would step."""
+def roof_steps(path: Path, threads: int, int8_kernels: str = "auto"):
+    """-> run(rows, steps): the graph `steps` times on `rows` rows, as a decoder would step, with
+    the int8 kernels heed's runner would pick here (`auto`), or `signed` (U8S8) or `unsigned` (U8U8)."""
     import onnxruntime as ort
 
+    from service.cpu import choose_int8_kernels
     from service.runner import session_options
 
-    options = session_options(threads, spinning=True)
+    options = session_options(threads, spinning=True, int8_kernels=choose_int8_kernels(int8_kernels))
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     width = session.get_inputs()[0].shape[1]
 

@@ -114,7 +114,12 @@ class Engine:
         self.limits = ModelLimits.of(self.manifest, config)
         self.codec = codec or TextCodec(self.directory / self.manifest.files.tokenizer)
         self.runner = ModelRunner(
-            self.directory, self.manifest, config.provider, config.intra_op_threads, config.ort_spinning
+            self.directory,
+            self.manifest,
+            config.provider,
+            config.intra_op_threads,
+            config.ort_spinning,
+            config.int8_kernels,
         )
         self.kind: ModelKind = model_kind(self.manifest)
         self.cache = self.kind.new_cache(config.kv_rows)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service import graph
+from service import cpu, graph
+from service.cpu import Int8Kernels
 from service.errors import ModelLoadError
 from service.manifest import Manifest
 
@@ -30,9 +31,18 @@ def select_providers(requested: str, available: list[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session_options(threads: int, spinning: bool = False) -> ort.SessionOptions:
+# ONNX Runtime's own rewrite of signed int8 weights to unsigned at session creation (its
+# Avx2WeightS8ToU8Transformer: w + 128, zero point + 128, for DynamicQuantizeMatMul, MatMulInteger,
+# ...). ORT applies it on every x86 CPU with AVX2, VNNI or not, so heed sets it only where the CPU
+# lacks VNNI (service/cpu.py); elsewhere the option is compiled out. Unsigned weights are untouched.
+UNSIGNED_INT8_OPTION = "session.x64quantprecision"
+
+
+def session_options(threads: int, spinning: bool = False, int8_kernels: Int8Kernels = "signed") -> ort.SessionOptions:
     """`spinning` off: idle intra-op threads sleep instead of busy-waiting, leaving the cores to
-    the event loop and the scheduler between (and during) decoder steps."""
+    the event loop and the scheduler between (and during) decoder steps. `int8_kernels`
+    "unsigned": signed int8 weights become unsigned when a graph loads (exact U8U8 kernels, for x86
+    CPUs without VNNI, where U8S8 saturates); "signed" keeps them as the graph holds them."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -40,7 +50,21 @@ def session_options(threads: int, spinning: bool = False) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if int8_kernels == "unsigned":
+        options.add_session_config_entry(UNSIGNED_INT8_OPTION, "1")
     return options
+
+
+def describe_int8_kernels(kernels: Int8Kernels, setting: str) -> str:
+    """One log line's worth: which int8 kernels, and why."""
+    if setting != "auto":
+        why = f"int8_kernels={setting}"
+    else:
+        found = sorted((cpu.cpu_flags() or frozenset()) & cpu.VNNI_FLAGS)
+        why = f"CPU has {', '.join(found)}" if found else "CPU has no VNNI/AMX int8 instructions"
+    if kernels == "signed":
+        return f"int8 kernels: signed weights as exported (U8S8; {why})"
+    return f"int8 kernels: signed weights made unsigned at load (exact U8U8; {why})"
 
 
 @dataclass
@@ -57,10 +81,20 @@ class DecoderStep:
 
 class ModelRunner:
     def __init__(
-        self, directory: Path, manifest: Manifest, provider: str = "auto", threads: int = 0, spinning: bool = False
+        self,
+        directory: Path,
+        manifest: Manifest,
+        provider: str = "auto",
+        threads: int = 0,
+        spinning: bool = False,
+        int8_kernels: str = "auto",
     ):
         self.providers = select_providers(provider, ort.get_available_providers())
-        options = session_options(threads, spinning)
+        # chosen here, from the CPU this process runs on, not when the model was exported
+        self.int8_kernels = cpu.choose_int8_kernels(int8_kernels)
+        if manifest.quantization == "int8":
+            log.info("%s: %s", manifest.name, describe_int8_kernels(self.int8_kernels, int8_kernels))
+        options = session_options(threads, spinning, self.int8_kernels)
         files, decoder_only = manifest.files, manifest.spec.decoder_only
         self.encoder = (
             None

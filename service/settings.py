@@ -26,6 +26,12 @@ class EngineConfig(BaseModel):
         description="ONNX Runtime's threads busy-wait between operators: faster decoding when heed has the cores "
         "to itself (`heed generate` turns it on), but they take the CPU the HTTP server needs (docs/performance.md)",
     )
+    int8_kernels: Literal["auto", "signed", "unsigned"] = Field(
+        "auto",
+        description="int8 models' weights: auto picks from the CPU's flags at load (signed where x86 has VNNI or "
+        "AMX and on other architectures, unsigned on x86 without: exact there); signed or unsigned forces one "
+        "(docs/performance.md)",
+    )
     kv_rows: int = Field(64, ge=1, description="decoding rows per model (a beam of 4 takes 4)")
     max_new_tokens: int = Field(512, ge=1, description="cap on any request's output tokens, under the model's own")
     max_beam_size: int = Field(8, ge=1)

@@ -20,9 +20,11 @@ from tokenizers import Tokenizer
 from export.cli import main as export_main
 from export.parity import Parity
 from export.quantize import quantize_model_dir
+from service.cpu import choose_int8_kernels
 from service.engine import Engine
 from service.graph import cache_names
 from service.manifest import load_manifest
+from service.runner import session_options
 from service.settings import EngineConfig
 from tests import hf_builders
 
@@ -70,8 +72,7 @@ def hf_tokenizer(hf_dir: Path):
 
 def onnx_logits(directory: Path, ids: np.ndarray, mask: np.ndarray, decoder_ids: np.ndarray) -> np.ndarray:
     """Teacher-forced logits from the exported graphs, one cached decoder step at a time."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options = session_options(1, False, choose_int8_kernels())  # the kernels heed picks for this CPU
     encoder = ort.InferenceSession(str(directory / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(directory / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
     spec = load_manifest(directory).spec
