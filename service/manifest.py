@@ -177,6 +177,9 @@ class LanguageTags(Strict):
     (mBART, M2M100, NLLB). `source_tag`: where the source language's own tag (one of `tokens`)
     goes, for models that read it (M2M100 and NLLB: `before` the text; NLLB's legacy_behaviour:
     `after` its EOS); `default_source` is the source language of requests that name none.
+    `lead_ids` go before a `source_prefix` tag: what the checkpoint's tokenizer writes in front of
+    it when the tag starts the text (transformers >= 5.25 tokenizes MADLAD's `<2de> text` as
+    sentencepiece does, `▁ <2de> ▁text`; before, as `<2de> ▁text`).
     """
 
     placement: Literal["source_prefix", "decoder_forced"]
@@ -184,6 +187,7 @@ class LanguageTags(Strict):
     default: str | None = None
     source_tag: Literal["before", "after"] | None = None
     default_source: str | None = None
+    lead_ids: list[int] = []
 
     @model_validator(mode="after")
     def _check(self) -> LanguageTags:

@@ -215,7 +215,7 @@ def _target_language(manifest: Manifest, target: str | None, cfg: DecodingConfig
     if code is None:
         raise _unknown_language(manifest, "target_lang", target)
     if tags.placement == "source_prefix":
-        return [tags.tokens[code]], cfg
+        return [*tags.lead_ids, tags.tokens[code]], cfg
     return [], replace(cfg, forced_bos_id=tags.tokens[code])
 
 

@@ -103,7 +103,27 @@ class T5Converter(Converter):
     def languages(self, ckpt: Checkpoint, tokenizer: Tokenizer) -> LanguageTags | None:
         vocab = tokenizer.get_vocab(with_added_tokens=True)
         tokens = {m.group(1): i for t, i in vocab.items() if (m := MADLAD_LANGUAGE.match(t))}
-        return LanguageTags(placement="source_prefix", tokens=dict(sorted(tokens.items()))) if tokens else None
+        if not tokens:
+            return None
+        return LanguageTags(placement="source_prefix", tokens=dict(sorted(tokens.items())), lead_ids=_lead(tokenizer))
 
     def default_decoder_start(self, ckpt: Checkpoint, pad: int, eos: int) -> int:
         return pad  # T5 starts decoding with its pad token
+
+
+def _lead(tokenizer: Tokenizer) -> list[int]:
+    """The ids the tokenizer writes before a `<2xx>` tag that starts the text, as MADLAD's users
+    write it (`<2de> text`): the same for every tag, or the checkpoint is refused."""
+    probe = "Hello world."
+    text = tokenizer.encode(probe).ids
+    leads = set()
+    for tag, i in tokenizer.get_vocab(with_added_tokens=True).items():
+        if MADLAD_LANGUAGE.match(tag):
+            ids = tokenizer.encode(f"{tag} {probe}").ids
+            lead = ids[: len(ids) - len(text) - 1]
+            if ids != [*lead, i, *text]:
+                raise ConversionError(f"the tokenizer does not keep {tag} whole in '{tag} {probe}': {ids}")
+            leads.add(tuple(lead))
+    if len(leads) > 1:
+        raise ConversionError(f"the tokenizer writes different ids before different <2xx> tags: {sorted(leads)}")
+    return list(leads.pop())
