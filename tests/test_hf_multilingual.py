@@ -28,7 +28,7 @@ from service.errors import InvalidOptions
 from service.manifest import load_manifest
 from service.settings import EngineConfig
 from tests import hf_builders, hf_multilingual
-from tests.http_server import running
+from tests.http_server import offline, running
 from tests.test_hf_import import MAX_NEW_TOKENS, onnx_logits
 
 transformers = pytest.importorskip("transformers")
@@ -296,6 +296,11 @@ def test_libretranslate_deepl_and_models_speak_iso_codes_to_nllb(checkpoints, tm
         g.text for g in engine.generate(texts, target_lang="deu_Latn", source_lang="eng_Latn", split_sentences=True)
     ]
     assert want != [g.text for g in engine.generate(texts, target_lang="fra_Latn", source_lang="eng_Latn")]
+    # `heed generate` takes the same codes: German from French, which the source tag must say
+    from_french = [g.token_ids for g in engine.generate(texts, target_lang="deu_Latn", source_lang="fra_Latn")]
+    cli = offline(repo / "nllb", texts, "--target-lang", "de", "--source-lang", "fr")
+    assert [line["token_ids"] for line in cli] == from_french
+    assert from_french != [g.token_ids for g in engine.generate(texts, target_lang="deu_Latn", source_lang="eng_Latn")]
     with running(repo, tmp_path / "server.log") as server:
         libre = server.client.post("/translate", json={"q": texts, "source": "en", "target": "de"})
         assert libre.status_code == 200, libre.text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pycountry
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from service.errors import InvalidOptions
 from service.languages import language, match
@@ -209,3 +209,33 @@ def test_a_source_prefix_model_with_a_default_starts_the_source_with_its_tag(cod
     manifest = nllb_manifest(placement="source_prefix", default="deu_Latn")
     valid = validate(RawRequest(["hello"]), manifest, codec, LIMITS)
     assert valid.inputs == [[TOKENS["deu_Latn"], 2]] and valid.config.forced_bos_id is None
+
+
+@pytest.fixture(scope="module")
+def eos_codec(tmp_path_factory) -> TextCodec:
+    """`codec` that appends `</s>`, as checkpoints' tokenizers do: truncation keeps it."""
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "</s>": 1, "hello": 2, "world": 3}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    path = tmp_path_factory.mktemp("eos_codec") / "tokenizer.json"
+    tokenizer.save(str(path))
+    return TextCodec(path)
+
+
+@pytest.mark.parametrize(
+    ("languages", "head", "tail"),
+    [
+        ({"source_tag": "before"}, [TOKENS["fra_Latn"]], [1]),  # NLLB: the source tag, the text, EOS
+        ({"source_tag": "after"}, [], [1, TOKENS["fra_Latn"]]),  # NLLB legacy_behaviour: the tag after EOS
+        ({"placement": "source_prefix", "lead_ids": [4]}, [4, TOKENS["deu_Latn"]], [1]),  # MADLAD, 5.25 tokenizer
+    ],
+)
+def test_truncation_keeps_the_language_tags_and_eos(eos_codec, languages, head, tail):
+    manifest = nllb_manifest(**languages)
+    source = None if languages.get("placement") == "source_prefix" else "fr"
+    request = RawRequest(["hello world " * 20], target_lang="de", source_lang=source, truncate=True)
+    (ids,) = validate(request, manifest, eos_codec, LIMITS).inputs
+    assert len(ids) == LIMITS.max_input_tokens
+    assert ids[: len(head)] == head and ids[-len(tail) :] == tail
+    middle = ids[len(head) : -len(tail)]
+    assert middle == ([2, 3] * 20)[: len(middle)]
