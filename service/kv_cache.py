@@ -61,6 +61,13 @@ class KVCache:
     def free(self) -> int:
         return self.max_rows - self.used
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the buffers have allocated (`heed_kv_cache_bytes`): their capacity, not the rows in
+        use, since capacity is what the cache holds on to; 0 once the batch has emptied. An upper
+        bound of the cache's resident share: zeroed pages no row has written may not be resident."""
+        return sum(b.nbytes for b in (*self.self_kv, *self.cross_kv)) + self.source_mask.nbytes
+
     def _buffer(self, rows: int, length: int) -> np.ndarray:
         return np.zeros((rows, self.kv_heads, length, self.head_dim), dtype=self.dtype)
 

@@ -2,7 +2,8 @@
 
 Every metric is `heed_`-prefixed and labelled by `model` (except `heed_ready`). Each app owns its
 registry, so that two apps in one process (tests, tools) do not collide; the registry also holds
-prometheus-client's process, platform and GC collectors.
+prometheus-client's process, platform and GC collectors, under their standard names (the
+process's resident memory is `process_resident_memory_bytes`, as for any Prometheus target).
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class Metrics:
         )
         self.kv_slots_used = Gauge("heed_kv_slots_used", "KV-cache rows in use", ["model"], registry=registry)
         self.kv_slots_total = Gauge("heed_kv_slots_total", "KV-cache rows available", ["model"], registry=registry)
+        self.kv_cache_bytes = Gauge(
+            "heed_kv_cache_bytes",
+            "bytes the KV cache's buffers have allocated (their grown capacity; 0 when no row is in use)",
+            ["model"],
+            registry=registry,
+        )
         self.input_tokens = Counter("heed_input_tokens", "input tokens admitted", ["model"], registry=registry)
         self.output_tokens = Counter("heed_output_tokens", "tokens generated", ["model"], registry=registry)
         self.encoder_duration = Histogram(
@@ -90,6 +97,7 @@ class Metrics:
         self.model_info.labels(name, manifest.task, manifest.architecture, manifest.quantization).set(1)
         self.kv_slots_total.labels(name).set(kv_rows)
         self.kv_slots_used.labels(name).set(0)
+        self.kv_cache_bytes.labels(name).set(0)
         self.queue_depth.labels(name).set(0)
         self.input_tokens.labels(name)
         self.output_tokens.labels(name)

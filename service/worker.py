@@ -150,6 +150,7 @@ class ModelWorker:
             self._answer([*plan.dropped, *update.finished])
         self.metrics.queue_depth.labels(self.name).set(len(self.scheduler.waiting))
         self.metrics.kv_slots_used.labels(self.name).set(self.scheduler.rows_used)
+        self.metrics.kv_cache_bytes.labels(self.name).set(self._engine.cache.nbytes)  # grown or reset this step
 
     def _release(self, sequences: list[Sequence]) -> None:
         """Free a failed step's rows; an engine too broken for that is left as it is."""

@@ -61,7 +61,8 @@ def test_layout(dashboard):
 
 
 def test_required_views_are_present(dashboard):
-    """Throughput, latency percentiles, time to first token, queue depth, batch size, KV slots, errors."""
+    """Throughput, latency percentiles, time to first token, queue depth, batch size, KV slots, errors,
+    memory (resident per pod, KV cache bytes)."""
     by_metric: dict[str, list[str]] = {}
     for _, target in targets(dashboard):
         for metric in promql_metrics(target["expr"]):
@@ -74,8 +75,12 @@ def test_required_views_are_present(dashboard):
         "heed_decode_batch_size_bucket",
         "heed_kv_slots_used",
         "heed_kv_slots_total",
+        "process_resident_memory_bytes",
+        "heed_kv_cache_bytes",
     ):
         assert metric in by_metric, metric
+    # every target exports process_resident_memory_bytes (Prometheus scrapes itself): keep heed's
+    assert all("heed_ready" in e for e in by_metric["process_resident_memory_bytes"])
     assert any("histogram_quantile(0.99" in e for e in by_metric["heed_request_duration_seconds_bucket"])
     assert any('status=~"5.."' in e or 'status!~"2.."' in e for e in by_metric["heed_requests_total"])
 

@@ -240,6 +240,28 @@ def test_a_disconnected_stream_frees_its_rows(server):
     assert 0 < generated < LONG_TOKENS, "the request was not cancelled when its client went away"
 
 
+def test_metrics_carry_resident_memory_and_the_kv_caches_bytes(server):
+    """The process collector's resident set (the dashboard's memory panel) is plausible for a
+    Python process with ONNX Runtime loaded, and a running request's KV cache shows in
+    heed_kv_cache_bytes until its batch empties (the cache then drops its buffers)."""
+    assert server.sample("process_resident_memory_bytes") > 10 * 2**20
+    server.wait_for("heed_kv_cache_bytes", 0, model="tiny", timeout=5)
+    result, started = {}, threading.Event()
+    thread = threading.Thread(target=long_stream, args=(server, result, started))
+    thread.start()
+    try:
+        assert started.wait(30), result
+        end = time.monotonic() + 5  # the gauge is set after the step that sent the event
+        while server.sample("heed_kv_cache_bytes", model="tiny") == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert server.sample("heed_kv_cache_bytes", model="tiny") > 0
+        assert server.sample("heed_kv_cache_bytes", model="brief") == 0
+    finally:
+        result["stop"] = True
+        thread.join(30)
+    server.wait_for("heed_kv_cache_bytes", 0, model="tiny", timeout=5)
+
+
 def test_a_client_that_gives_up_waiting_cancels_its_request(server):
     tokens_before = server.sample("heed_output_tokens_total", model="tiny")
     body = {"text": "hello", "min_new_tokens": LONG_TOKENS, "max_new_tokens": LONG_TOKENS}

@@ -76,3 +76,24 @@ def test_allocation_beyond_capacity_is_refused():
         assert "full" in str(e)
     else:
         raise AssertionError("allocation beyond max_rows succeeded")
+
+
+def test_nbytes_follows_the_grown_capacity_and_is_zero_once_empty():
+    """heed_kv_cache_bytes' source, and docs/performance.md's formula: per row, layers x 2 (K, V)
+    x heads x d_head x 4 bytes per target position, as much again per source position plus the
+    source mask's 8 bytes; a decoder-only cache has no cross K/V."""
+    layers, heads, d_head = 3, 2, 4
+    per_position = layers * 2 * heads * d_head * 4
+    cache = KVCache(layers, heads, d_head, max_rows=100, chunk=4)
+    assert cache.nbytes == 0
+    slots = cache.allocate(3)  # 4 rows (one chunk), one chunk of positions on each side
+    cache.ensure(rows=3, past=9, source=6)  # P 12, S 8
+    assert cache.nbytes == 4 * (12 * per_position + 8 * (per_position + 8))
+    cache.release(slots[:2])
+    assert cache.nbytes == 4 * (12 * per_position + 8 * (per_position + 8))  # rows freed, capacity kept
+    cache.release(slots[2:])
+    assert cache.nbytes == 0
+    decoder_only = KVCache(layers, heads, d_head, max_rows=100, chunk=4, cross=False)
+    decoder_only.allocate(1)
+    decoder_only.ensure(rows=1, past=5, source=0)
+    assert decoder_only.nbytes == 4 * (8 * per_position + 4 * 8)  # and a one-chunk source mask, unused
