@@ -19,6 +19,7 @@ to the languages the served models read when they declare them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -130,20 +131,35 @@ class Detection:
 
 class Detector:
     """Detects among `languages` (codes as the models spell them), or among every language
-    py3langid knows when `languages` is empty."""
+    py3langid knows when `languages` is empty.
+
+    py3langid's model takes about 75 MiB once loaded, as much as an int8 Marian-base model's
+    weights: it is loaded by the first detection, so that a server whose clients always name the
+    source language never holds it (that first request waits about half a second longer).
+    """
 
     def __init__(self, languages: Iterable[str] = ()):
-        self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-        known = set(self._identifier.nb_classes)
+        self._languages = sorted(languages)
+        self._identifier: LanguageIdentifier | None = None
         self._codes: dict[str, str] = {}
-        for code in sorted(languages):  # the first code of a language answers for it (`de` before `deu_Latn`)
-            if language(code) in known:
-                self._codes.setdefault(language(code), code)
-        if self._codes:
-            self._identifier.set_languages(sorted(self._codes))
+        self._loading = threading.Lock()
+
+    def _loaded(self) -> LanguageIdentifier:
+        with self._loading:
+            if self._identifier is None:
+                identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+                known = set(identifier.nb_classes)
+                for code in self._languages:  # the first code of a language answers for it (`de` before `deu_Latn`)
+                    if language(code) in known:
+                        self._codes.setdefault(language(code), code)
+                if self._codes:
+                    identifier.set_languages(sorted(self._codes))
+                self._identifier = identifier
+        return self._identifier
 
     def detect(self, text: str) -> list[Detection]:
         """Candidates, most likely first; text that heed refuses to translate (service/characters.py)
         is refused here too (`InvalidInput`), as detection comes before validation."""
         check_text(text, "the text to detect the language of")
-        return [Detection(self._codes.get(code, code), float(p)) for code, p in self._identifier.rank(text)[:3]]
+        ranked = self._loaded().rank(text)[:3]
+        return [Detection(self._codes.get(code, code), float(p)) for code, p in ranked]

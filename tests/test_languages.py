@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from service import languages
 from service.http.deepl import deepl_code
 from service.languages import match, name
 
@@ -53,3 +54,17 @@ def test_names_say_the_script_where_the_code_names_one():
         "Chinese (Han (Traditional variant))",
         "xx",
     ]
+
+
+def test_the_detector_loads_its_model_on_the_first_detection_only(monkeypatch):
+    """py3langid's model is 75 MiB in memory: a server whose clients name their languages never loads it."""
+    loads = []
+    load = languages.LanguageIdentifier.from_model_file
+    monkeypatch.setattr(
+        languages.LanguageIdentifier, "from_model_file", lambda *a, **k: loads.append(1) or load(*a, **k)
+    )
+    detector = languages.Detector(["de", "en"])
+    assert loads == []
+    assert detector.detect("Das ist ein deutscher Satz über das Wetter.")[0].language == "de"
+    assert detector.detect("This is an English sentence about the weather.")[0].language == "en"
+    assert loads == [1]
