@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from export.compact import compact
 from export.decoder_model import DecoderOnlyModel
 from export.decoder_parity import compare_decoder_only
 from export.model import Seq2SeqModel
@@ -52,6 +53,7 @@ def write_model_dir(
     else:
         export_graphs(model, out_dir)
         files, check_graphs = ModelFiles(), compare
+    files = compact(out_dir, files, spec.vocab_size)
     tokenizer.save(str(out_dir / files.tokenizer))
     if limits is None:
         # a decoder-only model's max_positions is its context: prompt and output together
@@ -70,7 +72,7 @@ def write_model_dir(
         generation=generation or GenerationDefaults(),
         limits=limits,
         files=files,
-        sha256={f: file_digest(out_dir / f) for f in (*files.graphs, files.tokenizer)},
+        sha256={f: file_digest(out_dir / f) for f in files.hashed},
         parameters=model.parameter_count(),
         chat=chat,
     )

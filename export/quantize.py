@@ -24,6 +24,7 @@ from pathlib import Path
 
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from export.compact import compact
 from service.manifest import Manifest, file_digest, load_manifest
 
 
@@ -65,7 +66,8 @@ def quantize_model_dir(directory: Path) -> Manifest:
             quantized = Path(tmp) / name
             quantize_graph(directory / name, quantized)
             quantized.replace(directory / name)
-    sha256 = dict(manifest.sha256) | {n: file_digest(directory / n) for n in files.graphs}
-    updated = manifest.model_copy(update={"quantization": "int8", "sha256": sha256})
+    files = compact(directory, files, manifest.spec.vocab_size)
+    sha256 = dict(manifest.sha256) | {n: file_digest(directory / n) for n in files.hashed}
+    updated = manifest.model_copy(update={"quantization": "int8", "sha256": sha256, "files": files})
     updated.write(directory)
     return updated

@@ -243,14 +243,30 @@ class Limits(Strict):
     max_output_tokens: int = Field(..., ge=1)
 
 
+class SharedTensor(Strict):
+    """A tensor of the weights file that more than one graph reads (the vocabulary matrix): the
+    runner hands every session the same memory (service/runner.py)."""
+
+    offset: int = Field(..., ge=0)
+    dtype: Literal["float32", "float16", "int8", "uint8"]
+    shape: list[int]
+
+
 class ModelFiles(Strict):
     encoder: str | None = Field("encoder.onnx", description="None for a decoder-only model")
     decoder: str = "decoder.onnx"
     tokenizer: str = "tokenizer.json"
+    weights: str | None = Field(None, description="the graphs' external data, each tensor once (export/compact.py)")
+    shared: dict[str, SharedTensor] = Field({}, description="initializers of the weights file that several graphs read")
 
     @property
     def graphs(self) -> list[str]:
         return [name for name in (self.encoder, self.decoder) if name is not None]
+
+    @property
+    def hashed(self) -> list[str]:
+        """Every file the model's outputs depend on."""
+        return [*self.graphs, *([self.weights] if self.weights else []), self.tokenizer]
 
 
 class Manifest(Strict):
@@ -320,7 +336,7 @@ def load_manifest(directory: Path, verify_hashes: bool = True) -> Manifest:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
         raise ModelLoadError(f"{path}: field '{where}': {first['msg']}") from e
-    names = (*manifest.files.graphs, manifest.files.tokenizer)
+    names = manifest.files.hashed
     missing = [name for name in names if not (path.parent / name).is_file()]
     if missing:
         raise ModelLoadError(f"{directory}: missing file {', '.join(missing)}")

@@ -124,7 +124,7 @@ def test_manifest_records_spec_and_file_hashes(exported):
     _, model, directory = exported
     manifest = load_manifest(directory)
     assert manifest.spec == model.spec
-    assert set(manifest.sha256) == {"encoder.onnx", "decoder.onnx", "tokenizer.json"}
+    assert set(manifest.sha256) == {"encoder.onnx", "decoder.onnx", "weights.bin", "tokenizer.json"}
     assert manifest.parameters == model.parameter_count()
 
 
