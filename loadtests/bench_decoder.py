@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from loadtests.bench_engine import Run, Workload, timed
+from loadtests.bench_engine import Run, Workload, current_export, timed
 
 NEW_TOKENS = 64
 PROMPT_TOKENS = 128
@@ -148,7 +148,7 @@ def prepare_heed(checkpoint: Path, work: Path) -> dict[str, Path]:
     for quantize in (None, "int8"):
         name = f"heed-decoder-{quantize or 'fp32'}"
         directory = work / name
-        if not (directory / "manifest.json").is_file():
+        if not current_export(directory, quantize):
             export_checkpoint(checkpoint, directory, name=name, task="generate", quantize=quantize)
         dirs[name.replace("-decoder", "")] = directory
     return dirs

@@ -137,12 +137,20 @@ def timed(
     return {name: len(texts) * new_tokens / statistics.median(times) for name, times in seconds.items()}
 
 
-def signed_int8(directory: Path) -> bool:
-    """False for an int8 export older than signed weights (re-exported, not benchmarked as heed's)."""
+def current_export(directory: Path, quantize: str | None) -> bool:
+    """False for a cached export of an older format (re-exported, not benchmarked as heed's):
+    none at all, graphs holding their own weights (before weights.bin), or unsigned int8 weights."""
     from export.quantize import check_signed_int8
+    from service.manifest import load_manifest
 
+    if (
+        not (directory / "manifest.json").is_file()
+        or load_manifest(directory, verify_hashes=False).files.weights is None
+    ):
+        return False
     try:
-        check_signed_int8(directory / "decoder.onnx")
+        if quantize:
+            check_signed_int8(directory / "decoder.onnx")
     except ValueError:
         return False
     return True
@@ -155,7 +163,7 @@ def prepare_heed(checkpoint: Path, work: Path) -> dict[str, Path]:
     for quantize in (None, "int8"):
         name = f"heed-{quantize or 'fp32'}"
         directory = work / name
-        if not (directory / "manifest.json").is_file() or (quantize and not signed_int8(directory)):
+        if not current_export(directory, quantize):
             export_checkpoint(checkpoint, directory, name=name, task="translate", quantize=quantize)
         dirs[name] = directory
     return dirs

@@ -17,6 +17,7 @@ from onnx import TensorProto, numpy_helper
 from export.compact import TIED, WEIGHTS_FILE
 from export.demo import build_model_dir, spec
 from export.quantize import quantize_model_dir
+from loadtests.bench_engine import current_export
 from service import graph
 from service.engine import Engine, EngineConfig
 from service.errors import ModelLoadError
@@ -160,3 +161,14 @@ def test_the_runner_hands_every_session_the_shared_tensors(dirs, tmp_path):
         config = EngineConfig(kv_rows=3, intra_op_threads=1)
         ours, theirs = (Engine(d, config).generate(texts, {"max_new_tokens": 12}) for d in (directory, unshared))
         assert [r.token_ids for r in ours] == [r.token_ids for r in theirs]
+
+
+def test_the_benchmarks_export_again_a_model_of_an_older_format(dirs, tmp_path):
+    """`heed bench` caches its exports: one from before weights.bin must not be measured as heed's."""
+    _, fp32, int8 = dirs
+    assert current_export(fp32, None) and current_export(int8, "int8")
+    assert not current_export(tmp_path / "none", None)
+    old = shutil.copytree(fp32, tmp_path / "old")
+    manifest = load_manifest(old)
+    manifest.model_copy(update={"files": manifest.files.model_copy(update={"weights": None, "shared": {}})}).write(old)
+    assert not current_export(old, None)
