@@ -97,3 +97,23 @@ def test_nbytes_follows_the_grown_capacity_and_is_zero_once_empty():
     decoder_only.allocate(1)
     decoder_only.ensure(rows=1, past=5, source=0)
     assert decoder_only.nbytes == 4 * (8 * per_position + 4 * 8)  # and a one-chunk source mask, unused
+
+
+def test_beam_reorder_equals_a_gather_for_any_parents():
+    """Rows continuing rows that others overwrite, rows continuing untouched rows, and both in one
+    step: the same as gathering every source first."""
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        cache = KVCache(layers=2, kv_heads=2, head_dim=3, max_rows=12, chunk=4)
+        cache.allocate(12)
+        cache.ensure(12, 8, 1)
+        for buf in cache.self_kv:
+            buf[...] = rng.standard_normal(buf.shape)
+        dst = sorted(rng.choice(12, rng.integers(1, 12), replace=False).tolist())
+        src = rng.integers(0, 12, len(dst)).tolist()
+        expected = [b.copy() for b in cache.self_kv]
+        for b in expected:
+            b[dst, :, :5] = b[src, :, :5]
+        cache.reorder(dst, src, 5)
+        for got, want in zip(cache.self_kv, expected):
+            np.testing.assert_array_equal(got, want)
