@@ -109,9 +109,11 @@ def tie_embeddings(models: list[onnx.ModelProto], vocab_size: int) -> None:
     arrays = {id(t): numpy_helper.to_array(t) for _, t in heads}
     for model in models:
         for node, data, axis in _vocab_gathers(model, vocab_size):
+            if axis != 0:  # already reads a `[D, V]` matrix
+                continue
             embedding = numpy_helper.to_array(data)
             match = next(((m, t) for m, t in heads if np.array_equal(arrays[id(t)], embedding.T)), None)
-            if axis != 0 or match is None:
+            if match is None:  # untied
                 continue
             owner, head = match
             if head.name != TIED:

@@ -248,7 +248,7 @@ class SharedTensor(Strict):
     runner hands every session the same memory (service/runner.py)."""
 
     offset: int = Field(..., ge=0)
-    dtype: Literal["float32", "float16", "int8", "uint8"]
+    dtype: Literal["float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool"]
     shape: list[int]
 
 
