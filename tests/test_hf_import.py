@@ -70,9 +70,12 @@ def hf_tokenizer(hf_dir: Path):
     return transformers.AutoTokenizer.from_pretrained(str(hf_dir))
 
 
-def onnx_logits(directory: Path, ids: np.ndarray, mask: np.ndarray, decoder_ids: np.ndarray) -> np.ndarray:
-    """Teacher-forced logits from the exported graphs, one cached decoder step at a time."""
-    options = session_options(1, False, choose_int8_kernels())  # the kernels heed picks for this CPU
+def onnx_logits(
+    directory: Path, ids: np.ndarray, mask: np.ndarray, decoder_ids: np.ndarray, kernels: str | None = None
+) -> np.ndarray:
+    """Teacher-forced logits from the exported graphs, one cached decoder step at a time, with
+    these int8 kernels (default: those heed picks for this CPU)."""
+    options = session_options(1, False, kernels or choose_int8_kernels())
     encoder = ort.InferenceSession(str(directory / "encoder.onnx"), options, providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(directory / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
     spec = load_manifest(directory).spec

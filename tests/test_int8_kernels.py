@@ -21,10 +21,10 @@ import export.quantize
 from export.quantize import check_signed_int8, quantize_graph, quantize_model_dir
 from service import cpu
 from service.engine import Engine
-from service.graph import cache_names
 from service.manifest import load_manifest
 from service.runner import UNSIGNED_INT8_OPTION, ModelRunner, session_options
 from service.settings import EngineConfig, Settings
+from tests.test_hf_import import onnx_logits
 
 CPU = "CPUExecutionProvider"
 VNNI_CPU = frozenset("fpu sse4_2 avx2 fma avx512f avx512bw avx512vl avx512_vnni".split())  # Zen 4, Ice Lake
@@ -228,25 +228,10 @@ def test_unsigned_at_load_is_exact_where_signed_would_saturate(tmp_path, rows):
 
 def teacher_forced_logits(directory: Path, kernels: str) -> np.ndarray:
     """Logits of 4 decoder steps of 2 inputs, one cached step at a time, with these int8 kernels."""
-    options = session_options(1, False, kernels)
-    encoder = ort.InferenceSession(str(directory / "encoder.onnx"), options, providers=[CPU])
-    decoder = ort.InferenceSession(str(directory / "decoder.onnx"), options, providers=[CPU])
-    manifest = load_manifest(directory)
-    spec, layers = manifest.spec, manifest.spec.decoder.layers
     ids = np.array([[3, 4, 5, 6, 7, 1, 1], [8, 9, 10, 11, 12, 13, 1]], dtype=np.int64)
-    mask = np.ones_like(ids)
-    decoder_ids = np.array([[manifest.special_tokens.decoder_start_id, 5, 9, 4]] * 2, dtype=np.int64)
-    cross = encoder.run(None, {"input_ids": ids, "attention_mask": mask})
-    past = [np.zeros((len(ids), spec.kv_heads, 0, spec.head_dim), np.float32) for _ in range(2 * layers)]
-    steps = []
-    for t in range(decoder_ids.shape[1]):
-        feeds = {"input_ids": decoder_ids[:, t : t + 1], "positions": np.full((2, 1), t), "source_mask": mask}
-        feeds |= dict(zip(cache_names("past", layers), past)) | dict(zip(cache_names("cross", layers), cross))
-        feeds |= {"top_k": np.array([1]), "with_logprobs": np.array([False])}
-        logits, *new = decoder.run(["logits", *cache_names("new", layers)], feeds)
-        steps.append(logits[:, 0])
-        past = [np.concatenate([p, n], axis=2) for p, n in zip(past, new)]
-    return np.stack(steps, axis=1)
+    start = load_manifest(directory).special_tokens.decoder_start_id
+    decoder_ids = np.array([[start, 5, 9, 4]] * 2, dtype=np.int64)
+    return onnx_logits(directory, ids, np.ones_like(ids), decoder_ids, kernels)
 
 
 @needs_x86
