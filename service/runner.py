@@ -47,8 +47,9 @@ def session_options(threads: int, spinning: bool = False, int8_kernels: Int8Kern
     CPUs without VNNI, where U8S8 saturates); "signed" keeps them as the graph holds them.
 
     No CPU memory arena: ONNX Runtime's arena keeps the largest burst's activations for the life
-    of the session (a batch of 64 left about 190 MiB held on the int8 reference model), while the
-    allocator it falls back on returns them, at no measurable cost per step (docs/performance.md)."""
+    of the session (a batch of 64 left about 190 MiB held on the int8 reference model); without it
+    they go back to the C allocator, which the worker has return them after a burst
+    (service/allocator.py), at no measurable cost per step (docs/performance.md)."""
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = False
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
