@@ -39,6 +39,12 @@ def select_providers(requested: str, available: list[str]) -> list[str]:
 # lacks VNNI (service/cpu.py); elsewhere the option is compiled out. Unsigned weights are untouched.
 UNSIGNED_INT8_OPTION = "session.x64quantprecision"
 
+# Flush-to-zero and denormals-are-zero on ONNX Runtime's intra-op threads and, once per process,
+# on the thread that creates the first session (the first model's worker thread). A softmax over
+# the vocabulary underflows to denormals where the logits spread wider than about 87, and x86 CPUs
+# handle those in microcode: 128 rows of 58101 such logits took 17 ms to log-softmax, 3.4 without.
+DENORMALS_AS_ZERO_OPTION = "session.set_denormal_as_zero"
+
 
 def session_options(threads: int, spinning: bool = False, int8_kernels: Int8Kernels = "signed") -> ort.SessionOptions:
     """`spinning` off: idle intra-op threads sleep instead of busy-waiting, leaving the cores to
@@ -58,6 +64,7 @@ def session_options(threads: int, spinning: bool = False, int8_kernels: Int8Kern
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry(DENORMALS_AS_ZERO_OPTION, "1")
     if int8_kernels == "unsigned":
         options.add_session_config_entry(UNSIGNED_INT8_OPTION, "1")
     return options
