@@ -157,9 +157,10 @@ def add_token_choice(decoder_path: Path) -> None:
     `top_ids`, `top_logits`, `top_logprobs` `[B, T, K]`: each position's K best tokens, best first.
 
     `top_logprobs` are log-probabilities when `with_logprobs` is true: ONNX Runtime's LogSoftmax
-    over the vocabulary (one vectorized pass: a third of the time of the Max/Sub/Exp/Sum/Log it
-    replaces, docs/performance.md), read at the K best tokens. Otherwise they are the logits again:
-    an `If` skips the softmax over the vocabulary, which greedy decoding does not need.
+    over the vocabulary (one vectorized pass, adding a quarter of what the Max/Sub/Exp/Sum/Log it
+    replaces added to a step: docs/performance.md), read at the K best tokens. Otherwise they are
+    the logits again: an `If` skips the softmax over the vocabulary, which greedy decoding does not
+    need.
     """
     top_k, with_logprobs = graph.CHOICE_INPUTS
     top_ids, top_logits, top_logprobs = graph.TOP_OUTPUTS
