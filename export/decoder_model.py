@@ -3,19 +3,23 @@ GPT-2, Llama and Qwen2 exactly, from the same parts as `Seq2SeqModel` (attention
 feed-forward, embeddings) plus rotary positions.
 
 One entry point serves the prompt and every later step, as the runtime drives it:
-`decode(input_ids, positions, past)` -> final hidden states and the new tokens' K/V. A prompt is
-one call with an empty cache (prefill); each generated token is one more call with the cache.
+`decode(input_ids, positions, past)` -> final hidden states and the cache with the new tokens'
+K/V written in. A prompt is one call over an empty cache (prefill); each generated token is one
+more call with the cache.
 `forward` recomputes a whole sequence without a cache: the reference that cached decoding is
 checked against.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
-from export.attention import KeyBlock, MultiHeadAttention, attend, combine, pattern_mask
-from export.model import FeedForward, Residual, Stack, attention_module
+from export.attention import KeyBlock, MultiHeadAttention, attend, pattern_mask
+from export.cached_attention import cache_step, cached_self_attention
+from export.model import CachedSelfAttention, FeedForward, Residual, Stack, attention_module
 from export.rope import RotaryEmbedding, apply_rotary
 from service.manifest import ModelSpec
 
@@ -28,25 +32,17 @@ class DecoderOnlyLayer(nn.Module):
         self.self_attn = Residual(spec, attention_module(spec))
         self.ffn = Residual(spec, FeedForward(spec))
 
-    def forward(
-        self, x: Tensor, past: KeyBlock | None, new_mask: Tensor | None, rotation: Rotation | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """-> (output, new K, new V); K is cached rotated, as transformers caches it."""
-        attn: MultiHeadAttention = self.self_attn.inner
-        new_kv: list[Tensor] = []
+    def forward(self, x: Tensor, self_attention: CachedSelfAttention) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (output, K and V after this step); K is cached rotated, as transformers caches it."""
+        kv: list[Tensor] = []
 
         def self_sublayer(h: Tensor) -> Tensor:
-            q = attn.queries(h)
-            k, v = attn.project_kv(h)
-            if rotation is not None:
-                q, k = apply_rotary(q, *rotation), apply_rotary(k, *rotation)
-            new_kv.extend((k, v))
-            blocks = [KeyBlock(k, v, new_mask)]
-            out, _ = attend(q, blocks if past is None else [past, *blocks], attn.scale, attn.groups)
-            return attn.output(out)
+            out, k, v = self_attention(self.self_attn.inner, h)
+            kv.extend((k, v))
+            return out
 
         x = self.self_attn(x, self_sublayer)
-        return self.ffn(x), new_kv[0], new_kv[1]
+        return self.ffn(x), kv[0], kv[1]
 
 
 class DecoderOnlyModel(nn.Module):
@@ -69,28 +65,38 @@ class DecoderOnlyModel(nn.Module):
         self, input_ids: Tensor, positions: Tensor, past: list[tuple[Tensor, Tensor]] | None
     ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """New tokens `[B, T]` at absolute `positions` `[B, T]` -> final hidden states `[B, T, d]`
-        and their K/V per layer.
+        and each layer's K/V, as `Seq2SeqModel.decode` returns them: the new tokens' without
+        `past`, the cache with the new tokens written at their positions with it.
 
-        `past` holds each layer's cached K/V `[B, Hkv, P, D]`; slot j of row b is valid when
-        j < positions[b, 0], as for `Seq2SeqModel.decode`. A batch of prompts of different lengths
-        is right-padded with positions that go on counting, so causal masking alone keeps the
-        padding out of every real token's view.
+        A batch of prompts of different lengths is right-padded with positions that go on
+        counting, so causal masking alone keeps the padding out of every real token's view.
         """
-        spec = self.spec.decoder.attention
         x = self.decoder.embed(self.embed, input_ids, positions)
-        new_mask = pattern_mask(spec, positions, positions, causal=True)
         rotation = self.rotary(positions) if self.rotary is not None else None
-        past_mask = None
+        kv = []
+        for layer, self_attention in zip(self.layers, self._self_attention(positions, past, rotation)):
+            x, k, v = layer(x, self_attention)
+            kv.append((k, v))
+        return self.decoder.finish(x), kv
+
+    def _self_attention(
+        self, positions: Tensor, past: list[tuple[Tensor, Tensor]] | None, rotation: Rotation | None
+    ) -> list[CachedSelfAttention]:
+        spec = self.spec.decoder.attention
         if past is not None:
-            slots = torch.arange(past[0][0].shape[2], device=input_ids.device)
-            valid = (slots.unsqueeze(0) < positions[:, :1])[:, None, None, :]
-            past_mask = combine(valid, pattern_mask(spec, positions, slots, causal=True))
-        new_kv = []
-        for i, layer in enumerate(self.layers):
-            past_block = None if past is None else KeyBlock(past[i][0], past[i][1], past_mask)
-            x, k, v = layer(x, past_block, new_mask, rotation)
-            new_kv.append((k, v))
-        return self.decoder.finish(x), new_kv
+            step = cache_step(positions, spec, None)
+            return [partial(cached_self_attention, past=p, step=step, rotation=rotation) for p in past]
+        mask = pattern_mask(spec, positions, positions, causal=True)
+
+        def uncached(attn: MultiHeadAttention, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            q = attn.queries(h)
+            k, v = attn.project_kv(h)
+            if rotation is not None:
+                q, k = apply_rotary(q, *rotation), apply_rotary(k, *rotation)
+            out, _ = attend(q, [KeyBlock(k, v, mask)], attn.scale, attn.groups)
+            return attn.output(out), k, v
+
+        return [uncached] * len(self.layers)
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(hidden * self.spec.lm_head_scale)

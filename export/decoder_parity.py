@@ -35,7 +35,7 @@ def compare_decoder_only(
     session = ort.InferenceSession(str(directory / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
     ids_name, positions_name, index_name = graph.DECODER_ONLY_INPUTS
     top_k, with_logprobs = graph.CHOICE_INPUTS
-    past_names, new_names = graph.past_inputs(layers), graph.new_kv_outputs(layers)
+    past_names, present_names = graph.past_inputs(layers), graph.present_outputs(layers)
     longest = max(prompts)
     cache = [np.full((rows, spec.kv_heads, longest + steps, spec.head_dim), GARBAGE, np.float32) for _ in past_names]
     positions = np.arange(longest)[None, :].repeat(rows, 0)
@@ -45,27 +45,24 @@ def compare_decoder_only(
         index_name: positions,
         top_k: np.array([TOP_K], np.int64),
         with_logprobs: np.array([False]),
-    } | {name: buffer[:, :, :1] for name, buffer in zip(past_names, cache)}  # slot 0: not yet valid
-    logits, *new = session.run([graph.LOGITS, *new_names], feeds)
+    } | {name: np.full_like(buffer[:, :, :longest], GARBAGE) for name, buffer in zip(past_names, cache)}
+    logits, *prefilled = session.run([graph.LOGITS, *present_names], feeds)
     worst = max(float(np.abs(logits[b, :n] - reference[b, :n]).max()) for b, n in enumerate(prompts))
-    for buffer, kv in zip(cache, new):
+    for buffer, kv in zip(cache, prefilled):
         for b, n in enumerate(prompts):
             buffer[b, :, :n] = kv[b, :, :n]
     at = np.array(prompts)  # each row's next position
     for step in range(steps):
         rows_at = np.arange(rows)
-        feeds = (
-            {
-                ids_name: ids.numpy()[rows_at, at][:, None],
-                positions_name: at[:, None],
-                index_name: np.zeros((rows, 1), np.int64),
-                top_k: np.array([TOP_K], np.int64),
-                with_logprobs: np.array([step % 2 == 0]),  # odd steps: the logits again
-            }
-            | {name: buffer[:, :, : at.max()] for name, buffer in zip(past_names, cache)}
-        )
-        logits, top_ids, top_logits, top_logprobs, *new = session.run(
-            [graph.LOGITS, *graph.TOP_OUTPUTS, *new_names], feeds
+        feeds = {
+            ids_name: ids.numpy()[rows_at, at][:, None],
+            positions_name: at[:, None],
+            index_name: np.zeros((rows, 1), np.int64),
+            top_k: np.array([TOP_K], np.int64),
+            with_logprobs: np.array([step % 2 == 0]),  # odd steps: the logits again
+        } | dict(zip(past_names, cache))
+        logits, top_ids, top_logits, top_logprobs, *cache = session.run(
+            [graph.LOGITS, *graph.TOP_OUTPUTS, *present_names], feeds
         )
         expected = reference[rows_at, at]
         best = np.argsort(-expected, axis=-1, kind="stable")[:, :TOP_K]
@@ -78,7 +75,5 @@ def compare_decoder_only(
             float(np.abs(top_logits[:, 0] - np.take_along_axis(expected, best, -1)).max()),
             float(np.abs(top_logprobs[:, 0] - np.take_along_axis(logprobs, best, -1)).max()),
         )
-        for buffer, kv in zip(cache, new):
-            buffer[rows_at, :, at] = kv[:, :, 0]
         at = at + 1
     return Parity(worst, max(1.0, float(np.abs(reference).max())))

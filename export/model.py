@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -21,10 +22,10 @@ from export.attention import (
     MultiHeadAttention,
     RelativePositionBias,
     banded_attention,
-    combine,
     padding_mask,
     pattern_mask,
 )
+from export.cached_attention import cache_step, cached_self_attention
 from service.manifest import ModelSpec, StackSpec
 
 
@@ -94,6 +95,8 @@ class Residual(nn.Module):
 
 
 SelfAttention = Callable[[MultiHeadAttention, Tensor], Tensor]
+# -> (output, K, V): the new tokens' without a cache, the whole cache after the step with one
+CachedSelfAttention = Callable[[MultiHeadAttention, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 
 class EncoderLayer(nn.Module):
@@ -114,23 +117,15 @@ class DecoderLayer(nn.Module):
         self.cross_attn = Residual(spec, attention_module(spec))
         self.ffn = Residual(spec, FeedForward(spec))
 
-    def forward(
-        self,
-        x: Tensor,
-        past: KeyBlock | None,
-        new_mask: Tensor | None,
-        new_bias: Tensor | None,
-        cross: KeyBlock,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """-> (output, new K, new V, cross-attention weights averaged over heads `[B, T, S]`)."""
-        attn: MultiHeadAttention = self.self_attn.inner
-        new_kv: list[Tensor] = []
+    def forward(self, x: Tensor, self_attention: CachedSelfAttention, cross: KeyBlock) -> tuple[Tensor, ...]:
+        """-> (output, self-attention K and V after this step, cross-attention weights averaged
+        over heads `[B, T, S]`)."""
+        kv: list[Tensor] = []
 
         def self_sublayer(h: Tensor) -> Tensor:
-            k, v = attn.project_kv(h)
-            new_kv.extend((k, v))
-            blocks = [KeyBlock(k, v, new_mask, new_bias)]
-            return attn(h, blocks if past is None else [past, *blocks])[0]
+            out, k, v = self_attention(self.self_attn.inner, h)
+            kv.extend((k, v))
+            return out
 
         alignment: list[Tensor] = []
 
@@ -141,7 +136,7 @@ class DecoderLayer(nn.Module):
 
         x = self.self_attn(x, self_sublayer)
         x = self.cross_attn(x, cross_sublayer)
-        return self.ffn(x), new_kv[0], new_kv[1], alignment[0]
+        return self.ffn(x), kv[0], kv[1], alignment[0]
 
 
 class Stack(nn.Module):
@@ -241,34 +236,41 @@ class Seq2SeqModel(nn.Module):
         cross: list[tuple[Tensor, Tensor]],
         source_mask: Tensor,
     ) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Tensor]:
-        """New tokens `[B, T]` at absolute `positions` `[B, T]` -> logits `[B, T, V]`, their K/V,
-        and each layer's cross-attention weights averaged over heads `[B, L, T, S]` (alignment).
+        """New tokens `[B, T]` at absolute `positions` `[B, T]` -> logits `[B, T, V]`, each layer's
+        self-attention K/V and cross-attention weights averaged over heads `[B, L, T, S]` (alignment).
 
-        `past` holds each layer's cached K/V `[B, Hkv, P, D]`; slot j of row b is valid when
-        j < positions[b, 0] (the cache index is the token's position). Invalid slots may hold
-        anything: the runtime preallocates the cache and never clears it.
+        Without `past`, the tokens are whole sequences from position 0 and the K/V returned are
+        theirs. With it, each layer's cache `[B, Hkv, P, D]` (row b's slot j holds its token at
+        position j; slots from positions[b, 0] on may hold anything: the runtime preallocates the
+        cache and never clears it), and the K/V returned are that cache with the new tokens
+        written at their positions (`export/cached_attention.py`).
         """
-        spec = self.spec.decoder.attention
         x = self.decoder.embed(self.decoder_embed, input_ids, positions)
-        new_mask = pattern_mask(spec, positions, positions, causal=True)
-        new_bias = self._decoder_bias(positions, positions)
-        past_mask = past_bias = None
-        if past is not None:
-            slots = torch.arange(past[0][0].shape[2], device=input_ids.device)
-            valid = (slots.unsqueeze(0) < positions[:, :1])[:, None, None, :]
-            past_mask = combine(valid, pattern_mask(spec, positions, slots, causal=True))
-            past_bias = self._decoder_bias(positions, slots)
+        layers = self._self_attention(positions, past)
         cross_mask = padding_mask(source_mask)
-        new_kv, alignment = [], []
+        kv, alignment = [], []
         for i, layer in enumerate(self.decoder_layers):
-            past_block = None if past is None else KeyBlock(past[i][0], past[i][1], past_mask, past_bias)
-            x, k, v, weights = layer(x, past_block, new_mask, new_bias, KeyBlock(cross[i][0], cross[i][1], cross_mask))
-            new_kv.append((k, v))
+            x, k, v, weights = layer(x, layers[i], KeyBlock(cross[i][0], cross[i][1], cross_mask))
+            kv.append((k, v))
             alignment.append(weights)
-        return self.logits(self.decoder.finish(x)), new_kv, torch.stack(alignment, dim=1)
+        return self.logits(self.decoder.finish(x)), kv, torch.stack(alignment, dim=1)
 
-    def _decoder_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
-        return self.decoder.relative_bias(q_pos, k_pos) if self.decoder.relative_bias is not None else None
+    def _self_attention(
+        self, positions: Tensor, past: list[tuple[Tensor, Tensor]] | None
+    ) -> list[CachedSelfAttention]:
+        """Each decoder layer's self-attention for this step."""
+        spec, relative = self.spec.decoder.attention, self.decoder.relative_bias
+        if past is not None:
+            step = cache_step(positions, spec, relative)
+            return [partial(cached_self_attention, past=layer_past, step=step) for layer_past in past]
+        mask = pattern_mask(spec, positions, positions, causal=True)
+        bias = relative(positions, positions) if relative is not None else None
+
+        def uncached(attn: MultiHeadAttention, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            k, v = attn.project_kv(h)
+            return attn(h, [KeyBlock(k, v, mask, bias)])[0], k, v
+
+        return [uncached] * len(self.decoder_layers)
 
     def logits(self, hidden: Tensor) -> Tensor:
         logits = self.lm_head(hidden * self.spec.lm_head_scale)

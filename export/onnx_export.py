@@ -14,6 +14,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import Tensor, nn
 
+from export.cached_attention import place_attention_bias
 from export.decoder_model import DecoderOnlyModel
 from export.model import Seq2SeqModel
 from service import graph
@@ -46,8 +47,9 @@ class DecoderGraph(nn.Module):
         return (logits, *(t for kv in new for t in kv), alignment)
 
 
-def example_inputs(model: Seq2SeqModel, batch: int = 2, source: int = 5, new: int = 2, past: int = 3):
-    """Inputs for tracing; sizes are all distinct and > 1 so no axis is specialized."""
+def example_inputs(model: Seq2SeqModel, batch: int = 2, source: int = 5, new: int = 2, past: int = 3, slots: int = 7):
+    """Inputs for tracing: `new` tokens after `past` cached ones, in a cache of `slots` positions;
+    sizes are all distinct and > 1 so no axis is specialized."""
     spec = model.spec
     layers = len(model.decoder_layers)
     ids = torch.randint(0, spec.vocab_size, (batch, source))
@@ -55,7 +57,7 @@ def example_inputs(model: Seq2SeqModel, batch: int = 2, source: int = 5, new: in
     kv = lambda t: torch.zeros(batch, spec.kv_heads, t, spec.head_dim)  # noqa: E731
     dec_ids = torch.randint(0, spec.vocab_size, (batch, new))
     positions = torch.arange(past, past + new).unsqueeze(0).expand(batch, new).contiguous()
-    cache = [kv(past) for _ in range(2 * layers)] + [kv(source) for _ in range(2 * layers)]
+    cache = [kv(slots) for _ in range(2 * layers)] + [kv(source) for _ in range(2 * layers)]
     return (ids, mask), (dec_ids, positions, mask, *cache)
 
 
@@ -75,17 +77,17 @@ def export_decoder_only(model: DecoderOnlyModel, out_dir: Path) -> Path:
     """Write a decoder-only model's decoder.onnx (fp32, dynamic batch, new, logit and past axes)."""
     model = model.eval()
     spec, layers = model.spec, len(model.layers)
-    batch, new, past_len = 2, 3, 4  # distinct and > 1: no axis specialized
+    batch, new, past_len, slots = 2, 3, 4, 9  # distinct and > 1: no axis specialized
     ids = torch.randint(0, spec.vocab_size, (batch, new))
     positions = torch.arange(past_len, past_len + new).unsqueeze(0).expand(batch, new).contiguous()
     logit_index = torch.tensor([[0, 2], [1, 2]])
-    past = [torch.zeros(batch, spec.kv_heads, past_len, spec.head_dim) for _ in range(2 * layers)]
+    past = [torch.zeros(batch, spec.kv_heads, slots, spec.head_dim) for _ in range(2 * layers)]
     ids_name, positions_name, index_name = graph.DECODER_ONLY_INPUTS
     axes = (
         {ids_name: {0: "batch", 1: "new"}, positions_name: {0: "batch", 1: "new"}}
         | {index_name: {0: "batch", 1: "picked"}, graph.LOGITS: {0: "batch", 1: "picked"}}
         | {n: {0: "batch", 2: "past"} for n in graph.past_inputs(layers)}
-        | {n: {0: "batch", 2: "new"} for n in graph.new_kv_outputs(layers)}
+        | {n: {0: "batch", 2: "past"} for n in graph.present_outputs(layers)}
     )
     path = out_dir / "decoder.onnx"
     with torch.no_grad(), warnings.catch_warnings():
@@ -95,12 +97,12 @@ def export_decoder_only(model: DecoderOnlyModel, out_dir: Path) -> Path:
             (ids, positions, logit_index, *past),
             path,
             input_names=[*graph.DECODER_ONLY_INPUTS, *graph.past_inputs(layers)],
-            output_names=[graph.LOGITS, *graph.new_kv_outputs(layers)],
+            output_names=[graph.LOGITS, *graph.present_outputs(layers)],
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )
-    add_token_choice(path)
+    finish_decoder(path)
     return path
 
 
@@ -113,7 +115,7 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
     model = model.eval()
     layers = len(model.decoder_layers)
     enc_args, dec_args = example_inputs(model)
-    cross, past, new = graph.cross_inputs(layers), graph.past_inputs(layers), graph.new_kv_outputs(layers)
+    cross, past, present = graph.cross_inputs(layers), graph.past_inputs(layers), graph.present_outputs(layers)
     source_axes = {0: "batch", 1: "source"}
     enc_axes = dict.fromkeys(graph.ENCODER_INPUTS, source_axes) | {n: {0: "batch", 2: "source"} for n in cross}
     ids, positions, source_mask = graph.DECODER_INPUTS
@@ -122,7 +124,7 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
         | {n: {0: "batch", 2: "past"} for n in past}
         | {n: {0: "batch", 2: "source"} for n in cross}
         | {graph.LOGITS: {0: "batch", 1: "new"}}
-        | {n: {0: "batch", 2: "new"} for n in new}
+        | {n: {0: "batch", 2: "past"} for n in present}
         | {graph.CROSS_ATTENTION: {0: "batch", 2: "new", 3: "source"}}
     )
     encoder_path, decoder_path = out_dir / "encoder.onnx", out_dir / "decoder.onnx"
@@ -143,16 +145,26 @@ def export_graphs(model: Seq2SeqModel, out_dir: Path) -> tuple[Path, Path]:
             dec_args,
             decoder_path,
             input_names=[*graph.DECODER_INPUTS, *graph.cache_inputs(layers)],
-            output_names=[graph.LOGITS, *new, graph.CROSS_ATTENTION],
+            output_names=[graph.LOGITS, *present, graph.CROSS_ATTENTION],
             dynamic_axes=dec_axes,
             opset_version=OPSET,
             dynamo=False,
         )
-    add_token_choice(decoder_path)
+    finish_decoder(decoder_path)
     return encoder_path, decoder_path
 
 
-def add_token_choice(decoder_path: Path) -> None:
+def finish_decoder(decoder_path: Path) -> None:
+    """What torch's exporter cannot write: the cached attention's bias in its input slot, and the
+    token choice."""
+    model = onnx.load(str(decoder_path))
+    place_attention_bias(model.graph.node)
+    add_token_choice(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(decoder_path))
+
+
+def add_token_choice(model: onnx.ModelProto) -> None:
     """Append the choice inputs `top_k` [1] and `with_logprobs` [1] (bool) and the outputs
     `top_ids`, `top_logits`, `top_logprobs` `[B, T, K]`: each position's K best tokens, best first.
 
@@ -165,7 +177,6 @@ def add_token_choice(decoder_path: Path) -> None:
     top_k, with_logprobs = graph.CHOICE_INPUTS
     top_ids, top_logits, top_logprobs = graph.TOP_OUTPUTS
     logits = graph.LOGITS
-    model = onnx.load(str(decoder_path))
     body = model.graph
     logprobs = helper.make_graph(
         [
@@ -201,5 +212,3 @@ def add_token_choice(decoder_path: Path) -> None:
             helper.make_tensor_value_info(top_logprobs, TensorProto.FLOAT, ["batch", "new", "k"]),
         ]
     )
-    onnx.checker.check_model(model)
-    onnx.save(model, str(decoder_path))

@@ -85,8 +85,10 @@ def compare(model: Seq2SeqModel, directory: Path, lengths=(7, 3, 5), target_len:
     top_k, with_logprobs = graph.CHOICE_INPUTS
     input_ids, positions, source_mask = graph.DECODER_INPUTS
     spec = model.spec
-    # An unused first slot: the cache must never be read where it was not written.
-    past = [np.full((len(lengths), spec.kv_heads, 1, spec.head_dim), 1e3, np.float32) for _ in range(2 * layers)]
+    # Unwritten slots hold garbage: the cache must never be read where it was not written.
+    cache = [
+        np.full((len(lengths), spec.kv_heads, target_len, spec.head_dim), 1e3, np.float32) for _ in range(2 * layers)
+    ]
     scale = max(1.0, float(np.abs(reference).max()))
     worst = 0.0
     for t in range(target_len):
@@ -97,9 +99,9 @@ def compare(model: Seq2SeqModel, directory: Path, lengths=(7, 3, 5), target_len:
             top_k: np.array([TOP_K], np.int64),
             with_logprobs: np.array([t % 2 == 0]),  # odd steps: the logits again, checked below
         }
-        feeds |= dict(zip(graph.cache_inputs(layers), [*past, *cross]))
-        logits, top_ids, top_logits, top_logprobs, *new = decoder.run(
-            [graph.LOGITS, *graph.TOP_OUTPUTS, *graph.new_kv_outputs(layers)], feeds
+        feeds |= dict(zip(graph.cache_inputs(layers), [*cache, *cross]))
+        logits, top_ids, top_logits, top_logprobs, *cache = decoder.run(
+            [graph.LOGITS, *graph.TOP_OUTPUTS, *graph.present_outputs(layers)], feeds
         )
         top_ids, top_logits, top_logprobs = top_ids[:, 0], top_logits[:, 0], top_logprobs[:, 0]
         expected = reference[:, t]
@@ -113,9 +115,9 @@ def compare(model: Seq2SeqModel, directory: Path, lengths=(7, 3, 5), target_len:
             float(np.abs(top_logits - np.take_along_axis(expected, best, -1)).max()),
             float(np.abs(top_logprobs - np.take_along_axis(logprobs, best, -1)).max()),
         )
-        past = [np.concatenate([p[:, :, :t], n, p[:, :, t:]], axis=2) for p, n in zip(past, new)]
     feeds[input_ids] = dec.numpy()
     feeds[positions] = np.arange(target_len)[None, :].repeat(len(lengths), 0)
-    feeds |= {name: p[:, :, -1:] for name, p in zip(graph.past_inputs(layers), past)}  # one unused slot
+    garbage = np.full_like(cache[0], 1e3)
+    feeds |= dict.fromkeys(graph.past_inputs(layers), garbage)  # a fresh cache for the whole target
     logits = decoder.run([graph.LOGITS], feeds)[0]
     return Parity(max(worst, float(np.abs(logits - reference).max())), scale)

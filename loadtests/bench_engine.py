@@ -139,14 +139,21 @@ def timed(
 
 def current_export(directory: Path, quantize: str | None) -> bool:
     """False for a cached export of an older format (re-exported, not benchmarked as heed's):
-    none at all, graphs holding their own weights (before weights.bin), or unsigned int8 weights."""
+    none at all, graphs holding their own weights (before weights.bin), a decoder that returns new
+    K/V instead of writing its cache in place, or unsigned int8 weights."""
+    import onnx
+
     from export.quantize import check_signed_int8
+    from service import graph
     from service.manifest import load_manifest
 
     if (
         not (directory / "manifest.json").is_file()
         or load_manifest(directory, verify_hashes=False).files.weights is None
     ):
+        return False
+    decoder = onnx.load(str(directory / "decoder.onnx"), load_external_data=False).graph
+    if graph.present_outputs(1)[0] not in {o.name for o in decoder.output}:
         return False
     try:
         if quantize:

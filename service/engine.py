@@ -200,8 +200,7 @@ class Engine:
         wanted = [s.search.candidates for s in self.running]
         top_k = 0 if 0 in wanted else max(wanted)
         logprobs = any(s.search.log_probs for s in self.running)
-        out = self.runner.decode(inputs, feeds, top_k, logprobs)
-        self.cache.write_new(out.new_kv, positions)
+        out = self.runner.decode(inputs, feeds, top_k, logprobs)  # writes the new K/V into the cache
         finished, dst, src = [], [], []  # beam rows that continue another row of their group
         inexact = [s for s in self.running if not self._advance(s, self._scores(s, out), finished, dst, src)]
         if inexact:  # their K best tokens could not decide: the same step again, with the whole vocabulary

@@ -16,20 +16,29 @@ import numpy as np
 from service import graph
 
 log = logging.getLogger("heed.faults")
+POSITIONS = graph.DECODER_INPUTS[1]
 
 
 class FailingDecoder:
-    """Wraps an `ort.InferenceSession`: its `fail_at`-th `run` gets float positions (ORT refuses them)."""
+    """Wraps an `ort.InferenceSession`: its `fail_at`-th run, plain or through an I/O binding,
+    gets float positions (ORT refuses them)."""
 
     def __init__(self, session, fail_at: int):
         self.session, self.fail_at, self.runs = session, fail_at, 0
 
-    def run(self, outputs, feeds: dict[str, np.ndarray]):
+    def _fails(self) -> bool:
         self.runs += 1
-        if self.runs == self.fail_at:
-            positions = graph.DECODER_INPUTS[1]
-            feeds = {**feeds, positions: feeds[positions].astype(np.float32)}
+        return self.runs == self.fail_at
+
+    def run(self, outputs, feeds: dict[str, np.ndarray]):
+        if self._fails():
+            feeds = {**feeds, POSITIONS: feeds[POSITIONS].astype(np.float32)}
         return self.session.run(outputs, feeds)
+
+    def run_with_iobinding(self, binding, *args):
+        if self._fails():
+            binding.bind_cpu_input(POSITIONS, np.zeros((1, 1), np.float32))
+        return self.session.run_with_iobinding(binding, *args)
 
     def __getattr__(self, name: str):
         return getattr(self.session, name)

@@ -8,24 +8,26 @@ encoder.onnx   input_ids [B, S], attention_mask [B, S]
 decoder.onnx   input_ids [B, T], positions [B, T], source_mask [B, S],
                past_key_i, past_value_i [B, Hkv, P, D], cross_key_i, cross_value_i [B, Hkv, S, D],
                top_k [1], with_logprobs [1] (bool)
-               -> logits [B, T, V], new_key_i, new_value_i [B, Hkv, T, D],
+               -> logits [B, T, V], present_key_i, present_value_i [B, Hkv, P, D],
                   cross_attention [B, L, T, S] (each layer's cross-attention weights, mean over heads),
                   top_ids, top_logits, top_logprobs [B, T, K] (each position's K best tokens, best first)
 
 decoder.onnx of a decoder-only model (no encoder.onnx)
                input_ids [B, T], positions [B, T], logit_index [B, L],
                past_key_i, past_value_i [B, Hkv, P, D], top_k [1], with_logprobs [1] (bool)
-               -> logits [B, L, V] (at the new tokens `logit_index` names), new_key_i, new_value_i
-                  [B, Hkv, T, D], top_ids, top_logits, top_logprobs [B, L, K]
+               -> logits [B, L, V] (at the new tokens `logit_index` names), present_key_i,
+                  present_value_i [B, Hkv, P, D], top_ids, top_logits, top_logprobs [B, L, K]
                One graph serves the prompt (prefill: T = the prompt, L = 0, no logits computed) and
                each step (T = 1, L = 1); the LM head runs only where logits are asked for.
 
 Cache feed protocol: K/V are separate inputs per layer, in the order of `cache_inputs` (every
 layer's past K, V, then every layer's cross K, V), so that the runtime can hand ONNX Runtime
-contiguous slices of its preallocated buffers. Past slot j of row b holds the token at position j
-and is attended only when j < positions[b, 0], so rows at different positions share the buffers.
-The decoder returns only the new tokens' K/V (`new_kv_outputs`, in the order of the past inputs),
-which the runtime writes into its cache at each row's positions (docs/kv-cache.md).
+contiguous slices of its preallocated buffers. Past slot j of row b holds the token at position j;
+a step's new tokens are at the positions that follow row b's cached ones, and P must hold every
+row's last new position. `present_*` (`present_outputs`, in the order of the past inputs) is the
+past buffer with the new tokens' K/V written at their positions: the runtime binds each to its past
+input's memory, and the graph writes the cache in place (export/cached_attention.py,
+docs/kv-cache.md).
 """
 
 from __future__ import annotations
@@ -66,5 +68,5 @@ def step_inputs(decoder_only: bool) -> tuple[str, ...]:
     return DECODER_ONLY_INPUTS if decoder_only else DECODER_INPUTS
 
 
-def new_kv_outputs(layers: int) -> list[str]:
-    return cache_names("new", layers)
+def present_outputs(layers: int) -> list[str]:
+    return cache_names("present", layers)

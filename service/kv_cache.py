@@ -6,9 +6,9 @@ for an encoder-decoder model, cross-attention K and V `[rows, Hkv, S, D]` plus t
 sequence owns one row (a beam group owns `beam_size` rows) through a `Slot` whose `row` the
 manager updates when it moves. Active rows are kept compact at the front, so the decoder's
 inputs are the zero-copy views `buffer[:n]`; a finishing sequence's rows are refilled by moving
-the last rows into them (O(rows freed), not O(batch)). The decoder returns only the new
-tokens' K/V, which are written in place at each row's own position: rows that joined at
-different times sit at different positions of the same buffers. Capacity grows in chunks
+the last rows into them (O(rows freed), not O(batch)). The decoder graph writes the new tokens'
+K/V into these views itself, at each row's own position (the runner binds its outputs to them):
+rows that joined at different times sit at different positions of the same buffers. Capacity grows in chunks
 (rows, P and S) when a step needs more, and resets when the batch empties.
 """
 
@@ -133,12 +133,12 @@ class KVCache:
         self.source_mask[rows] = 0
         self.source_mask[rows, :length] = 1
 
-    def write_prompt(self, slots: list[Slot], new_kv: list[np.ndarray], batch_index: int, length: int) -> None:
-        """Store one prefilled prompt's K/V (row `batch_index` of the decoder's new K/V, its first
+    def write_prompt(self, slots: list[Slot], prefilled: list[np.ndarray], batch_index: int, length: int) -> None:
+        """Store one prefilled prompt's K/V (row `batch_index` of the prefill's K/V, its first
         `length` positions) at positions 0.. of every row in `slots` (a beam group shares its prompt)."""
         self.ensure(self.used, length, self.source_cap)
         rows = [s.row for s in slots]
-        for buf, new in zip(self.self_kv, new_kv):
+        for buf, new in zip(self.self_kv, prefilled):
             buf[rows, :, :length] = new[batch_index][:, :length]
 
     def reorder(self, dst: list[int], src: list[int], length: int) -> None:
@@ -157,12 +157,6 @@ class KVCache:
                 buf[d, :, :length] = buf[s, :, :length]
             if staged:
                 buf[[d for d, _ in staged], :, :length] = saved
-
-    def write_new(self, new_kv: list[np.ndarray], positions: np.ndarray) -> None:
-        """Write the decoder's new K/V `[n, Hkv, T, D]` at `positions` `[n, T]`, in place."""
-        rows = np.arange(positions.shape[0])[:, None]
-        for buf, new in zip(self.self_kv, new_kv):
-            buf[rows, :, positions] = new.transpose(0, 2, 1, 3)
 
     def decoder_feeds(self, names: list[str]) -> dict[str, np.ndarray]:
         """Zero-copy views of the running rows, keyed by the decoder's input names (past then cross)."""

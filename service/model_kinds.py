@@ -106,7 +106,7 @@ class EncoderDecoder(ModelKind):
         inputs = np.array([[start, *tokens[:-1]]], dtype=np.int64)
         positions = np.arange(len(tokens), dtype=np.int64)[None, :]
         spec = self.manifest.spec
-        empty = np.zeros((1, spec.kv_heads, 1, spec.head_dim), dtype=np.float32)  # masked: no valid slot
+        empty = np.zeros((1, spec.kv_heads, len(tokens), spec.head_dim), dtype=np.float32)  # room for the output
         cross = [buf[row : row + 1] for buf in cache.cross_kv]
         feeds = dict(zip(runner.cache_inputs, [empty] * len(cache.self_kv) + cross))
         weights = runner.cross_attention((inputs, positions, cache.source_mask[row : row + 1]), feeds)
@@ -135,18 +135,19 @@ class DecoderOnly(ModelKind):
         prompts = [s.input_ids[:-1] for s in sequences]
         longest = max(len(p) for p in prompts)
         cache.ensure(cache.used + sum(s.rows for s in sequences), longest + 1, 0)  # grow once, room for the step
-        new_kv = None
+        prefilled = None
         if longest:
             spec, n = self.manifest.spec, len(sequences)
             positions = np.broadcast_to(np.arange(longest, dtype=np.int64), (n, longest))
             no_logits = np.zeros((n, 0), dtype=np.int64)
-            unwritten = np.zeros((n, spec.kv_heads, 1, spec.head_dim), dtype=cache.dtype)  # one masked slot
-            past = dict.fromkeys(runner.cache_inputs, unwritten)
-            new_kv = runner.new_kv((self._padded(prompts, longest), positions, no_logits), past)
+            empty = np.zeros((n, spec.kv_heads, longest, spec.head_dim), dtype=cache.dtype)  # room for the prompts
+            prefilled = runner.prefill(
+                (self._padded(prompts, longest), positions, no_logits), dict.fromkeys(runner.cache_inputs, empty)
+            )
         for i, s in enumerate(sequences):
             s.slots = cache.allocate(s.rows)
             if prompts[i]:
-                cache.write_prompt(s.slots, new_kv, i, len(prompts[i]))
+                cache.write_prompt(s.slots, prefilled, i, len(prompts[i]))
 
     def step_inputs(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> tuple[np.ndarray, ...]:
         return tokens, positions, np.zeros((len(tokens), 1), dtype=np.int64)  # the logits of the one new token

@@ -101,14 +101,20 @@ def shared_initializers(directory: Path, files: ModelFiles) -> dict[str, ort.Ort
 
 @dataclass
 class DecoderStep:
-    """One decoder run: the new tokens' K/V, and the last position's scores, either the whole
-    vocabulary's `logits` `[B, V]` or the K best tokens `top_ids`, `top_logits`, `top_logprobs` `[B, K]`."""
+    """One decoder step's scores at the last position: either the whole vocabulary's `logits`
+    `[B, V]` or the K best tokens `top_ids`, `top_logits`, `top_logprobs` `[B, K]`."""
 
-    new_kv: list[np.ndarray]
     logits: np.ndarray | None = None
     top_ids: np.ndarray | None = None
     top_logits: np.ndarray | None = None
     top_logprobs: np.ndarray | None = None
+
+
+def _bind_buffer(bind, name: str, array: np.ndarray) -> None:
+    """Bind a graph input or output to `array`'s own memory (a view of a cache buffer), not a copy."""
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name}: cache views must be contiguous to be bound in place")
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
 class ModelRunner:
@@ -142,7 +148,8 @@ class ModelRunner:
         self.cross_outputs = graph.encoder_outputs(layers)
         self.step_inputs = graph.step_inputs(decoder_only)
         self.cache_inputs = graph.cache_inputs(layers, decoder_only)
-        self.new_kv_outputs = graph.new_kv_outputs(layers)
+        self.past_inputs = graph.past_inputs(layers)
+        self.present_outputs = graph.present_outputs(layers)
         names = {i.name for i in self.decoder.get_inputs()}
         missing = [n for n in (*self.step_inputs, *self.cache_inputs) if n not in names]
         if missing:
@@ -152,6 +159,11 @@ class ModelRunner:
             )
         if not set(graph.CHOICE_INPUTS) <= names:
             raise ModelLoadError(f"{directory}: decoder graph has no token-choice inputs; export the model again")
+        if not set(self.present_outputs) <= {o.name for o in self.decoder.get_outputs()}:
+            raise ModelLoadError(
+                f"{directory}: decoder graph returns new K/V instead of writing its cache in place; "
+                "export the model again"
+            )
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
         """-> cross K, V per decoder layer, `[B, Hkv, S, D]` each."""
@@ -160,26 +172,43 @@ class ModelRunner:
     def decode(
         self, inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray], top_k: int = 0, logprobs: bool = False
     ) -> DecoderStep:
-        """Run the decoder on new tokens (`inputs` in the order of `step_inputs`); `top_k` > 0
-        returns the last position's K best tokens (computed in the graph; `top_logprobs` are
-        log-probabilities only with `logprobs`), 0 the whole vocabulary's logits."""
+        """Run the decoder on new tokens (`inputs` in the order of `step_inputs`) over `cache`, the
+        views of the KV cache's buffers by input name; `top_k` > 0 returns the last position's K
+        best tokens (computed in the graph; `top_logprobs` are log-probabilities only with
+        `logprobs`), 0 the whole vocabulary's logits.
+
+        The graph writes the new tokens' K/V into the cache views themselves: every `present`
+        output is bound to the memory of its `past` input, and every cache input is bound without
+        a copy."""
         k = min(top_k, self.vocab_size)
         scores = list(graph.TOP_OUTPUTS) if k else [graph.LOGITS]
-        out = self._run([*self.new_kv_outputs, *scores], inputs, cache, k, logprobs)
-        new, rest = out[: len(self.new_kv_outputs)], [x[:, -1] for x in out[len(self.new_kv_outputs) :]]
+        binding = self.decoder.io_binding()
+        for name, value in self._feeds(inputs, k, logprobs).items():
+            binding.bind_cpu_input(name, value)
+        for name, view in cache.items():
+            _bind_buffer(binding.bind_input, name, view)
+        for past, present in zip(self.past_inputs, self.present_outputs):
+            _bind_buffer(binding.bind_output, present, cache[past])
+        for name in scores:
+            binding.bind_output(name)
+        self.decoder.run_with_iobinding(binding)
+        out = [value.numpy()[:, -1] for value in binding.get_outputs()[len(self.present_outputs) :]]
         if k:
-            return DecoderStep(new, top_ids=rest[0], top_logits=rest[1], top_logprobs=rest[2])
-        return DecoderStep(new, logits=rest[0])
+            return DecoderStep(top_ids=out[0], top_logits=out[1], top_logprobs=out[2])
+        return DecoderStep(logits=out[0])
 
-    def new_kv(self, inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Only the new tokens' K/V (a decoder-only prompt's prefill, which asks for no logits)."""
-        return self._run(self.new_kv_outputs, inputs, cache, 1, False)
+    def prefill(self, inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """A decoder-only prompt's pass, which asks for no logits: each layer's K, V after it,
+        `cache` with the prompts' K/V written (a copy: the runtime writes them into each sequence's rows)."""
+        return self._run(self.present_outputs, inputs, cache)
 
     def cross_attention(self, inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray]) -> np.ndarray:
         """-> each decoder layer's cross-attention weights, mean over heads, `[B, L, T, S]`."""
-        return self._run([graph.CROSS_ATTENTION], inputs, cache, 1, False)[0]
+        return self._run([graph.CROSS_ATTENTION], inputs, cache)[0]
 
-    def _run(self, outputs, inputs, cache, top_k: int, logprobs: bool) -> list[np.ndarray]:
+    def _feeds(self, inputs: tuple[np.ndarray, ...], top_k: int, logprobs: bool) -> dict[str, np.ndarray]:
         choice = (np.array([max(top_k, 1)], dtype=np.int64), np.array([logprobs]))
-        feeds = dict(zip((*self.step_inputs, *graph.CHOICE_INPUTS), (*inputs, *choice)))
-        return self.decoder.run(outputs, feeds | cache)
+        return dict(zip((*self.step_inputs, *graph.CHOICE_INPUTS), (*inputs, *choice)))
+
+    def _run(self, outputs: list[str], inputs: tuple[np.ndarray, ...], cache: dict[str, np.ndarray]) -> list:
+        return self.decoder.run(outputs, self._feeds(inputs, 1, False) | cache)

@@ -206,23 +206,26 @@ def test_cached_decoding_equals_full_recomputation(name):
     with torch.no_grad():
         reference = model(ids)
         positions = torch.arange(6).expand(3, 6)
-        garbage = torch.full((3, model.spec.kv_heads, 1, model.spec.head_dim), 1e3)
-        hidden, new = model.decode(ids[:, :6], positions, [(garbage, garbage)] * 2)
+        garbage = torch.full((3, model.spec.kv_heads, 6, model.spec.head_dim), 1e3)
+        hidden, prefilled = model.decode(ids[:, :6], positions, [(garbage, garbage)] * 2)
         for b, n in enumerate(prompts):
             assert torch.allclose(model.logits(hidden)[b, :n], reference[b, :n], atol=1e-5)
-        cache = [[torch.full((3, model.spec.kv_heads, 20, model.spec.head_dim), 1e3) for _ in kv] for kv in new]
-        for layer, kv in enumerate(new):
+        cache = [[torch.full((3, model.spec.kv_heads, 20, model.spec.head_dim), 1e3) for _ in kv] for kv in prefilled]
+        for layer, kv in enumerate(prefilled):
             for j, t in enumerate(kv):
                 for b, n in enumerate(prompts):
                     cache[layer][j][b, :, :n] = t[b, :, :n]
         at = torch.tensor(prompts)
         rows = torch.arange(3)
         for _ in range(steps):
-            hidden, new = model.decode(ids[rows, at][:, None], at[:, None], [tuple(kv) for kv in cache])
+            hidden, present = model.decode(ids[rows, at][:, None], at[:, None], [tuple(kv) for kv in cache])
             assert torch.allclose(model.logits(hidden)[:, 0], reference[rows, at], atol=1e-5)
-            for layer, kv in enumerate(new):
+            for layer, kv in enumerate(present):  # the cache with the new token written at each row's position
                 for j, t in enumerate(kv):
-                    cache[layer][j][rows, :, at] = t[:, :, 0]
+                    written = cache[layer][j].clone()
+                    written[rows, :, at] = t[rows, :, at]
+                    assert torch.equal(t, written), "present differs from the cache beyond the new slots"
+            cache = [list(kv) for kv in present]
             at = at + 1
 
 

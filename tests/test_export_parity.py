@@ -54,6 +54,14 @@ SPECS = {
         decoder={"layers": 2, "attention": CAUSAL | {"relative_bias": REL}},
     ),
     "separate-embeddings-d-head": dict(shared_embeddings=False, d_head=16, n_heads=2),
+    # ONNX Runtime's fused kernel takes head sizes that are multiples of 8; this one exports plain ops
+    "unfused-head-size-relative-gqa": dict(
+        d_head=6,
+        n_kv_heads=2,
+        positions="relative",
+        encoder={"layers": 1, "attention": {"relative_bias": REL}},
+        decoder={"layers": 2, "attention": CAUSAL | {"relative_bias": REL}},
+    ),
 }
 
 
@@ -107,7 +115,27 @@ def test_graphs_have_dynamic_batch_and_length_axes(exported):
     assert dims(directory / "encoder.onnx", "cross_key_0") == ["batch", heads, "source", head_dim]
     assert dims(directory / "decoder.onnx", "input_ids") == ["batch", "new"]
     assert dims(directory / "decoder.onnx", "past_key_0") == ["batch", heads, "past", head_dim]
-    assert dims(directory / "decoder.onnx", "new_value_0") == ["batch", heads, "new", head_dim]
+    assert dims(directory / "decoder.onnx", "present_value_0") == ["batch", heads, "past", head_dim]
+
+
+def test_decoder_self_attention_is_one_fused_node_per_layer_that_writes_the_cache(exported):
+    """Each layer's self-attention is ONNX Runtime's GroupQueryAttention over that layer's past
+    K/V, whose present outputs are the graph's: what lets the runner bind them to the cache. A
+    head size the kernel does not take exports plain ops instead, with the same outputs."""
+    _, model, directory = exported
+    decoder = onnx.load(str(directory / "decoder.onnx")).graph
+    fused = [n for n in decoder.node if n.op_type == "GroupQueryAttention" and n.domain == "com.microsoft"]
+    layers = len(model.decoder_layers)
+    assert [o.name for o in decoder.output if o.name.startswith("present_")] == [
+        f"present_{kind}_{i}" for i in range(layers) for kind in ("key", "value")
+    ]
+    if model.spec.head_dim % 8:
+        assert not fused
+        return
+    assert [list(n.input[3:5]) for n in fused] == [[f"past_key_{i}", f"past_value_{i}"] for i in range(layers)]
+    assert [list(n.output[1:]) for n in fused] == [[f"present_key_{i}", f"present_value_{i}"] for i in range(layers)]
+    heads = {a.name: a.i for n in fused for a in n.attribute if a.name in ("num_heads", "kv_num_heads")}
+    assert heads == {"num_heads": model.spec.n_heads, "kv_num_heads": model.spec.kv_heads}
 
 
 def test_decoder_reshapes_take_constant_shapes(exported):

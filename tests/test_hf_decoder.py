@@ -136,7 +136,7 @@ def onnx_logits(model_dir: Path, ids: np.ndarray) -> np.ndarray:
     spec = load_manifest(model_dir).spec
     session = ort.InferenceSession(str(model_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
     positions = np.arange(ids.shape[1])[None, :].repeat(len(ids), 0)
-    empty = np.zeros((len(ids), spec.kv_heads, 1, spec.head_dim), np.float32)  # masked at these positions
+    empty = np.zeros((len(ids), spec.kv_heads, ids.shape[1], spec.head_dim), np.float32)  # room for the prompts
     feeds = dict(zip(graph.DECODER_ONLY_INPUTS, (ids, positions, positions)))
     feeds |= dict.fromkeys(graph.past_inputs(spec.decoder.layers), empty)
     feeds |= dict(zip(graph.CHOICE_INPUTS, (np.array([1]), np.array([False]))))

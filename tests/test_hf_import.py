@@ -81,20 +81,20 @@ def onnx_logits(
     spec = load_manifest(directory).spec
     layers = spec.decoder.layers
     cross = encoder.run(None, {"input_ids": ids, "attention_mask": mask})
-    past = [np.zeros((len(ids), spec.kv_heads, 0, spec.head_dim), np.float32) for _ in range(2 * layers)]
-    steps = []
-    for t in range(decoder_ids.shape[1]):
+    steps = decoder_ids.shape[1]
+    cache = [np.zeros((len(ids), spec.kv_heads, steps, spec.head_dim), np.float32) for _ in range(2 * layers)]
+    logits_per_step = []
+    for t in range(steps):
         feeds = {
             "input_ids": decoder_ids[:, t : t + 1],
             "positions": np.full((len(ids), 1), t, np.int64),
             "source_mask": mask,
         }
-        feeds |= dict(zip(cache_names("past", layers), past)) | dict(zip(cache_names("cross", layers), cross))
+        feeds |= dict(zip(cache_names("past", layers), cache)) | dict(zip(cache_names("cross", layers), cross))
         feeds |= {"top_k": np.array([1]), "with_logprobs": np.array([False])}
-        logits, *new = decoder.run(["logits", *cache_names("new", layers)], feeds)
-        steps.append(logits[:, 0])
-        past = [np.concatenate([p, n], axis=2) for p, n in zip(past, new)]
-    return np.stack(steps, axis=1)
+        logits, *cache = decoder.run(["logits", *cache_names("present", layers)], feeds)
+        logits_per_step.append(logits[:, 0])
+    return np.stack(logits_per_step, axis=1)
 
 
 def test_logits_match_transformers(exported):

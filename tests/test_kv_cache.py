@@ -55,13 +55,11 @@ def test_growing_the_past_leaves_cross_buffers_in_place():
     assert cache.cross_kv[0] is not cross and cache.cross_kv[0][slots[1].row].min() == 2
 
 
-def test_write_new_at_each_rows_own_position_and_beam_reorder():
+def test_beam_reorder_copies_whole_histories_between_rows():
     cache = KVCache(layers=1, kv_heads=1, head_dim=1, max_rows=4, chunk=8)
     cache.allocate(3)
-    new = [np.array([[[[10.0]]], [[[20.0]]], [[[30.0]]]], dtype=np.float32)] * 2
-    cache.write_new(new, np.array([[0], [3], [5]]))
     k = cache.self_kv[0]
-    assert k[0, 0, 0, 0] == 10 and k[1, 0, 3, 0] == 20 and k[2, 0, 5, 0] == 30
+    k[0, 0, 0, 0], k[1, 0, 3, 0], k[2, 0, 5, 0] = 10, 20, 30  # as the decoder graph writes them
     cache.reorder([0, 1, 2], [2, 2, 0], 6)  # rows continue 2, 2, 0: sources read before any is overwritten
     assert k[0, 0, 5, 0] == 30 and k[1, 0, 5, 0] == 30 and k[2, 0, 0, 0] == 10
     assert k[1, 0, 3, 0] == 0  # row 1 took row 2's history, its own is gone
