@@ -255,9 +255,7 @@ class Seq2SeqModel(nn.Module):
             alignment.append(weights)
         return self.logits(self.decoder.finish(x)), kv, torch.stack(alignment, dim=1)
 
-    def _self_attention(
-        self, positions: Tensor, past: list[tuple[Tensor, Tensor]] | None
-    ) -> list[CachedSelfAttention]:
+    def _self_attention(self, positions: Tensor, past: list[tuple[Tensor, Tensor]] | None) -> list[CachedSelfAttention]:
         """Each decoder layer's self-attention for this step."""
         spec, relative = self.spec.decoder.attention, self.decoder.relative_bias
         if past is not None:
